@@ -1,0 +1,39 @@
+package keyspace
+
+import (
+	"encoding/binary"
+	"errors"
+)
+
+// Stored entries are: entryMagic, entryVersion, the prefix's generation as an
+// unsigned varint, then the codec's bytes. 0xFF never starts valid UTF-8 or
+// JSON, so a value written by something else is recognised as foreign instead
+// of being decoded as a payload.
+const (
+	entryMagic   = 0xFF
+	entryVersion = 1
+)
+
+// ErrForeignEntry means a stored value lacks the entry header: it was not
+// written by pkg/cache (or is corrupt). Readers treat it as a miss.
+var ErrForeignEntry = errors.New("value is not a cacheplane entry")
+
+// AppendEntry appends the header for generation and then payload to dst.
+func AppendEntry(dst []byte, generation int64, payload []byte) []byte {
+	dst = append(dst, entryMagic, entryVersion)
+	dst = binary.AppendUvarint(dst, uint64(max(generation, 0)))
+	return append(dst, payload...)
+}
+
+// ParseEntry splits a stored value into its generation and payload. The payload
+// aliases b.
+func ParseEntry(b []byte) (generation int64, payload []byte, err error) {
+	if len(b) < 3 || b[0] != entryMagic || b[1] != entryVersion {
+		return 0, nil, ErrForeignEntry
+	}
+	g, n := binary.Uvarint(b[2:])
+	if n <= 0 || g > 1<<62 {
+		return 0, nil, ErrForeignEntry
+	}
+	return int64(g), b[2+n:], nil
+}

@@ -1,0 +1,122 @@
+// Package keyspace is the Redis contract shared by the controller and pkg/cache:
+// where data lives, where the control keys live, how patterns built from user input
+// are escaped, and how a stored entry carries its prefix's generation.
+//
+// Layout, for a key prefix KP (a CachePolicy's spec.keyPrefix, pkg/cache's
+// Config.KeyPrefix):
+//
+//	KP:<prefix>:<rest>             data keys written by pkg/cache
+//	{cacheplane:KP}:policy         hash: prefix -> PrefixPolicy JSON (controller writes)
+//	{cacheplane:KP}:stats:<prefix> hash: hits, misses, errors (pkg/cache HINCRBYs)
+//	{cacheplane:KP}:events         pub/sub channel of Event JSON (controller publishes)
+//
+// Control keys share one hash tag, so in Redis Cluster they sit on one slot, and
+// they start with '{', so no data pattern (which starts with the escaped KP) can
+// match them.
+package keyspace
+
+import (
+	"strings"
+)
+
+// Separator joins the key prefix, the prefix and the rest of a data key.
+const Separator = ":"
+
+// Stats hash fields.
+const (
+	FieldHits   = "hits"
+	FieldMisses = "misses"
+	FieldErrors = "errors"
+)
+
+// Space is one key prefix's corner of Redis. The zero value is the unprefixed space.
+type Space struct {
+	keyPrefix string
+	// matchPrefix is the escaped "KP:" that starts every pattern of this space.
+	matchPrefix string
+	tag         string
+}
+
+// New returns the space of keyPrefix ("" means no prefix).
+func New(keyPrefix string) Space {
+	s := Space{keyPrefix: keyPrefix, tag: "{cacheplane:" + keyPrefix + "}"}
+	if keyPrefix != "" {
+		s.matchPrefix = EscapeGlob(keyPrefix) + Separator
+	}
+	return s
+}
+
+// KeyPrefix returns the key prefix the space was built from.
+func (s Space) KeyPrefix() string { return s.keyPrefix }
+
+// DataKey returns the Redis key of a key relative to the space.
+func (s Space) DataKey(key string) string {
+	if s.keyPrefix == "" {
+		return key
+	}
+	return s.keyPrefix + Separator + key
+}
+
+// Relative strips the space's prefix from a Redis key. ok is false when the key
+// lies outside the space.
+func (s Space) Relative(redisKey string) (key string, ok bool) {
+	if s.keyPrefix == "" {
+		return redisKey, true
+	}
+	p := s.keyPrefix + Separator
+	if !strings.HasPrefix(redisKey, p) {
+		return "", false
+	}
+	return redisKey[len(p):], true
+}
+
+// Pattern turns a glob relative to the space into a SCAN MATCH pattern that can
+// only match keys inside the space: the key prefix is escaped, the glob is kept.
+func (s Space) Pattern(relativeGlob string) string {
+	return s.matchPrefix + relativeGlob
+}
+
+// PrefixPattern matches every data key of one prefix; the prefix is taken
+// literally.
+func (s Space) PrefixPattern(prefix string) string {
+	return s.matchPrefix + EscapeGlob(prefix) + Separator + "*"
+}
+
+// PolicyKey is the hash the controller publishes the policy into.
+func (s Space) PolicyKey() string { return s.tag + ":policy" }
+
+// StatsKey is the hash pkg/cache adds its counters of one prefix to.
+func (s Space) StatsKey(prefix string) string { return s.tag + ":stats:" + prefix }
+
+// StatsPattern matches every stats hash of the space; the controller SCANs it
+// when a prefix is not declared (so undeclared prefixes still show up).
+func (s Space) StatsPattern() string { return EscapeGlob(s.tag) + ":stats:*" }
+
+// EventsChannel is the pub/sub channel of policy changes and invalidations.
+func (s Space) EventsChannel() string { return s.tag + ":events" }
+
+// PrefixOf returns a relative key's prefix: its first ':'-separated segment.
+func PrefixOf(key string) string {
+	if i := strings.Index(key, Separator); i >= 0 {
+		return key[:i]
+	}
+	return key
+}
+
+// EscapeGlob escapes the characters Redis glob patterns treat specially
+// (* ? [ ] \), so s matches only itself.
+func EscapeGlob(s string) string {
+	if !strings.ContainsAny(s, `*?[]\`) {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s) + 4)
+	for _, r := range s {
+		switch r {
+		case '*', '?', '[', ']', '\\':
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}

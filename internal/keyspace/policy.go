@@ -1,0 +1,59 @@
+package keyspace
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// PrefixPolicy is the value of one field of the policy hash.
+type PrefixPolicy struct {
+	// TTLMillis is the TTL of new entries of the prefix; 0 = the library's default.
+	TTLMillis int64 `json:"ttlMillis"`
+	// Generation rises with every invalidation of the prefix. Entries written
+	// under an older generation read as misses.
+	Generation int64 `json:"generation"`
+}
+
+// TTL returns the policy's TTL as a duration.
+func (p PrefixPolicy) TTL() time.Duration { return time.Duration(p.TTLMillis) * time.Millisecond }
+
+// Event types published on the events channel.
+const (
+	// EventPolicyChanged: re-read the policy hash.
+	EventPolicyChanged = "policy"
+	// EventInvalidated: Prefix now has Generation; older entries are stale.
+	EventInvalidated = "invalidated"
+)
+
+// Event is a message on the events channel.
+type Event struct {
+	Type       string `json:"type"`
+	Prefix     string `json:"prefix,omitempty"`
+	Generation int64  `json:"generation,omitempty"`
+}
+
+// Marshal encodes a policy field value.
+func (p PrefixPolicy) Marshal() string {
+	b, _ := json.Marshal(p) // two int64s cannot fail
+	return string(b)
+}
+
+// ParsePrefixPolicy decodes a policy hash field value.
+func ParsePrefixPolicy(s string) (PrefixPolicy, error) {
+	var p PrefixPolicy
+	err := json.Unmarshal([]byte(s), &p)
+	return p, err
+}
+
+// Marshal encodes an event message.
+func (e Event) Marshal() string {
+	b, _ := json.Marshal(e) // strings and an int64 cannot fail
+	return string(b)
+}
+
+// ParseEvent decodes an event message.
+func ParseEvent(s string) (Event, error) {
+	var e Event
+	err := json.Unmarshal([]byte(s), &e)
+	return e, err
+}

@@ -1,0 +1,193 @@
+// Package purge deletes the keys matching a glob with SCAN and UNLINK: the engine
+// behind pkg/cache's Invalidate and the controller's invalidation runs.
+//
+// Each round trip to a node carries the UNLINK of the previous page together with
+// the SCAN of the next one, so deleting costs no extra round trips. Progress is
+// reported with a cursor from which a later call can resume: every key a SCAN
+// from that cursor would not return again is already deleted.
+package purge
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"golang.org/x/time/rate"
+)
+
+// DefaultCount is the SCAN COUNT hint: large enough that a million-key purge
+// takes few round trips, small enough that one SCAN stays well under a millisecond.
+const DefaultCount = 1000
+
+// Options tune a purge.
+type Options struct {
+	// Count is the SCAN COUNT hint; 0 means DefaultCount.
+	Count int64
+	// MaxKeysPerSecond limits UNLINKs; 0 means unlimited.
+	MaxKeysPerSecond int64
+	// Cluster groups each UNLINK by hash slot, as Redis Cluster requires.
+	Cluster bool
+}
+
+// Progress reports a node's safe resume cursor and the keys it has deleted so
+// far in this call. Returning an error stops the purge with that error.
+type Progress func(cursor uint64, deleted int64) error
+
+// Node purges pattern on one node (a standalone server or one cluster master),
+// starting from cursor (0 = from the beginning), until the SCAN completes.
+func Node(ctx context.Context, c redis.Cmdable, pattern string, cursor uint64, opt Options, progress Progress) (int64, error) {
+	count := opt.Count
+	if count <= 0 {
+		count = DefaultCount
+	}
+	var limiter *rate.Limiter
+	if opt.MaxKeysPerSecond > 0 {
+		// Spend the allowance in about ten slices a second, so the deletes are
+		// spread out rather than bursting once a second.
+		burst := int(max(1, opt.MaxKeysPerSecond/10))
+		limiter = rate.NewLimiter(rate.Limit(opt.MaxKeysPerSecond), burst)
+		// rate.Limiter starts full; begin empty so the first second is limited too.
+		limiter.AllowN(time.Now(), burst)
+	}
+
+	var (
+		deleted int64
+		pending []string // keys of the last page, not yet unlinked
+		done    bool     // the SCAN has returned cursor 0
+	)
+	for {
+		if err := ctx.Err(); err != nil {
+			return deleted, err
+		}
+		if done && len(pending) == 0 {
+			return deleted, nil
+		}
+		if limiter != nil && len(pending) > 0 {
+			if err := unlinkLimited(ctx, c, pending, opt.Cluster, limiter); err != nil {
+				return deleted, err
+			}
+			deleted += int64(len(pending))
+			pending = nil
+			if done {
+				return deleted, nil
+			}
+			if err := report(progress, cursor, deleted); err != nil {
+				return deleted, err
+			}
+		}
+
+		// One round trip: UNLINK the previous page, SCAN the next.
+		pipe := c.Pipeline()
+		unlinks := queueUnlinks(ctx, pipe, pending, opt.Cluster)
+		var scan *redis.ScanCmd
+		if !done {
+			scan = pipe.Scan(ctx, cursor, pattern, count)
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return deleted, fmt.Errorf("purge %q: %w", pattern, err)
+		}
+		for _, u := range unlinks {
+			if u.Err() != nil {
+				return deleted, fmt.Errorf("purge %q: UNLINK: %w", pattern, u.Err())
+			}
+		}
+		deleted += int64(len(pending))
+		pending = nil
+		if scan == nil {
+			return deleted, nil
+		}
+		keys, next := scan.Val()
+		// Resume from the cursor this page was scanned from while its keys are
+		// pending; past it once nothing is pending.
+		resume := next
+		if len(keys) > 0 {
+			resume = cursor
+		}
+		pending, cursor, done = keys, next, next == 0
+		if !done || len(keys) > 0 {
+			if err := report(progress, resume, deleted); err != nil {
+				return deleted, err
+			}
+		}
+	}
+}
+
+func report(p Progress, cursor uint64, deleted int64) error {
+	if p == nil {
+		return nil
+	}
+	return p(cursor, deleted)
+}
+
+func queueUnlinks(ctx context.Context, pipe redis.Pipeliner, keys []string, cluster bool) []*redis.IntCmd {
+	if len(keys) == 0 {
+		return nil
+	}
+	if !cluster {
+		return []*redis.IntCmd{pipe.Unlink(ctx, keys...)}
+	}
+	var cmds []*redis.IntCmd
+	for _, group := range bySlot(keys) {
+		cmds = append(cmds, pipe.Unlink(ctx, group...))
+	}
+	return cmds
+}
+
+func unlinkLimited(ctx context.Context, c redis.Cmdable, keys []string, cluster bool, l *rate.Limiter) error {
+	for len(keys) > 0 {
+		n := min(len(keys), l.Burst())
+		if err := l.WaitN(ctx, n); err != nil {
+			return err
+		}
+		pipe := c.Pipeline()
+		cmds := queueUnlinks(ctx, pipe, keys[:n], cluster)
+		if _, err := pipe.Exec(ctx); err != nil {
+			return fmt.Errorf("UNLINK: %w", err)
+		}
+		for _, u := range cmds {
+			if u.Err() != nil {
+				return fmt.Errorf("UNLINK: %w", u.Err())
+			}
+		}
+		keys = keys[n:]
+	}
+	return nil
+}
+
+// All purges pattern on every node that holds data: each master of a cluster
+// client, in parallel, or the one server of any other client. It returns the
+// keys deleted in all.
+func All(ctx context.Context, c redis.UniversalClient, pattern string, opt Options) (int64, error) {
+	cc, ok := c.(*redis.ClusterClient)
+	if !ok {
+		return Node(ctx, c, pattern, 0, opt, nil)
+	}
+	opt.Cluster = true
+	var (
+		mu    sync.Mutex
+		total int64
+	)
+	err := cc.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
+		n, err := Node(ctx, node, pattern, 0, opt, nil)
+		mu.Lock()
+		total += n
+		mu.Unlock()
+		return err
+	})
+	return total, err
+}
+
+// FormatCursor and ParseCursor keep cursors as decimal strings: SCAN cursors
+// are unsigned 64-bit, beyond what JSON numbers carry safely.
+func FormatCursor(c uint64) string { return strconv.FormatUint(c, 10) }
+
+// ParseCursor parses a cursor written by FormatCursor; "" is 0.
+func ParseCursor(s string) (uint64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	return strconv.ParseUint(s, 10, 64)
+}

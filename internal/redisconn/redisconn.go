@@ -1,0 +1,110 @@
+// Package redisconn builds go-redis clients the same way for pkg/cache and the
+// controller: from a redis:// or rediss:// URL plus separately supplied
+// credentials, timeouts and pool size.
+package redisconn
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Options describe a connection.
+type Options struct {
+	// URL is redis://host:port/db or rediss://host:port/db (TLS).
+	URL string
+	// Username and Password authenticate (ACL user, or password only).
+	// A password inside URL is refused: it would end up in logs and specs.
+	Username, Password string
+	// PoolSize is the maximum number of connections; 0 = go-redis's default.
+	PoolSize int
+	// Timeout bounds each dial, read and write; 0 = go-redis's defaults.
+	Timeout time.Duration
+	// KeepAlive is the TCP keep-alive period; negative disables keep-alives.
+	KeepAlive time.Duration
+	// TLS overrides the TLS configuration of a rediss:// URL.
+	TLS *tls.Config
+	// Protocol is the RESP version (2 or 3); 0 = 3.
+	Protocol int
+}
+
+// ClientOptions validates o and returns go-redis options.
+func ClientOptions(o Options) (*redis.Options, error) {
+	u, err := url.Parse(o.URL)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // url.Error repeats the URL, which may hold a password
+		}
+		return nil, fmt.Errorf("redis URL is malformed: %v", err)
+	}
+	if u.Scheme != "redis" && u.Scheme != "rediss" {
+		return nil, fmt.Errorf("redis URL %q: scheme must be redis:// or rediss://", Redact(o.URL))
+	}
+	if u.Host == "" {
+		return nil, fmt.Errorf("redis URL %q: no host", Redact(o.URL))
+	}
+	if _, hasPassword := u.User.Password(); hasPassword {
+		return nil, errors.New("redis URL must not contain a password: pass it separately")
+	}
+	opt, err := redis.ParseURL(o.URL)
+	if err != nil {
+		return nil, fmt.Errorf("redis URL %q: %w", Redact(o.URL), err)
+	}
+	if o.Username != "" {
+		opt.Username = o.Username
+	}
+	if o.Password != "" {
+		opt.Password = o.Password
+	}
+	if o.PoolSize > 0 {
+		opt.PoolSize = o.PoolSize
+	}
+	if o.Protocol != 0 {
+		opt.Protocol = o.Protocol
+	}
+	if o.Timeout > 0 {
+		opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout = o.Timeout, o.Timeout, o.Timeout
+		opt.PoolTimeout = o.Timeout
+	}
+	if o.TLS != nil {
+		opt.TLSConfig = o.TLS
+	}
+	// Calls honour their context's deadline, so a caller's timeout is never
+	// exceeded waiting on a stalled server.
+	opt.ContextTimeoutEnabled = true
+	tlsConfig := opt.TLSConfig
+	dialer := &net.Dialer{Timeout: opt.DialTimeout, KeepAlive: o.KeepAlive}
+	opt.Dialer = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if tlsConfig == nil {
+			return dialer.DialContext(ctx, network, addr)
+		}
+		td := &tls.Dialer{NetDialer: dialer, Config: tlsConfig}
+		return td.DialContext(ctx, network, addr)
+	}
+	return opt, nil
+}
+
+// New returns a client for o. It does not dial.
+func New(o Options) (*redis.Client, error) {
+	opt, err := ClientOptions(o)
+	if err != nil {
+		return nil, err
+	}
+	return redis.NewClient(opt), nil
+}
+
+// Redact returns u with any password replaced, for messages.
+func Redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "<unparseable URL>"
+	}
+	return u.Redacted()
+}
