@@ -113,7 +113,7 @@ func (s *Server) Start() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 		err := c.Ping(ctx).Err()
 		cancel()
-		if err == nil {
+		if err == nil || isAuthError(err) { // a server with requirepass is up too
 			s.cmd, s.done = cmd, done
 			return nil
 		}
@@ -157,6 +157,11 @@ func (s *Server) Log() string {
 		return ""
 	}
 	return s.log.String()
+}
+
+func isAuthError(err error) bool {
+	msg := err.Error()
+	return strings.HasPrefix(msg, "NOAUTH") || strings.HasPrefix(msg, "WRONGPASS")
 }
 
 // FreePort returns a loopback TCP port that was free a moment ago.

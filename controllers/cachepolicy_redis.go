@@ -1,0 +1,154 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	cachev1alpha1 "github.com/cacheplane/cacheplane/api/v1alpha1"
+	"github.com/cacheplane/cacheplane/internal/redisconn"
+)
+
+// redisTimeout bounds each Redis call of a reconcile, so a stalled server
+// shows up as a condition instead of a stuck worker.
+const redisTimeout = 5 * time.Second
+
+// connect opens (or reuses) the policy's Redis connection and records the
+// outcome in the RedisConnected condition. It reports whether Redis answered.
+func (r *CachePolicyReconciler) connect(ctx context.Context, s *scope) bool {
+	p := s.policy
+	opts, reason, err := r.connectionOptions(ctx, p)
+	if err == nil {
+		var store Store
+		if store, err = r.stores.get(types.NamespacedName{Namespace: p.Namespace, Name: p.Name}, opts); err == nil {
+			pingCtx, cancel := context.WithTimeout(ctx, redisTimeout)
+			err = store.Ping(pingCtx)
+			cancel()
+			reason = cachev1alpha1.ReasonRedisUnreachable
+			if isAuthError(err) {
+				reason = cachev1alpha1.ReasonRedisAuthFailed
+			}
+			if err == nil {
+				s.store = store
+			}
+		}
+		if err != nil {
+			err = fmt.Errorf("cannot reach Redis at %s: %w", redisconn.Redact(p.Spec.Redis.URL), err)
+		}
+	}
+	if err != nil {
+		r.redisDown(s, reason, err)
+		return false
+	}
+	s.setCondition(cachev1alpha1.ConditionRedisConnected, metav1.ConditionTrue, cachev1alpha1.ReasonConnected,
+		"connected to "+redisconn.Redact(p.Spec.Redis.URL))
+	return true
+}
+
+// redisDown records a connection problem: condition, an Event when it starts,
+// and a retry that backs off the longer the problem lasts.
+func (r *CachePolicyReconciler) redisDown(s *scope, reason string, err error) {
+	p := s.policy
+	prev := meta.FindStatusCondition(p.Status.Conditions, cachev1alpha1.ConditionRedisConnected)
+	if prev == nil || prev.Status != metav1.ConditionFalse || prev.Reason != reason {
+		r.event(p, corev1.EventTypeWarning, reason, "Connect", err.Error())
+	}
+	s.setCondition(cachev1alpha1.ConditionRedisConnected, metav1.ConditionFalse, reason, err.Error())
+	since := time.Duration(0)
+	if c := meta.FindStatusCondition(p.Status.Conditions, cachev1alpha1.ConditionRedisConnected); c != nil {
+		since = s.now.Sub(c.LastTransitionTime.Time)
+	}
+	s.requeue(backoff(since))
+}
+
+// backoff grows the retry delay with how long a problem has lasted: about
+// doubling at every retry, from 1s up to 1 minute.
+func backoff(lasted time.Duration) time.Duration {
+	return min(max(lasted, time.Second), time.Minute)
+}
+
+// connectionOptions builds the policy's Redis options, reading the password
+// from its Secret. The reason names what to fix when it fails.
+func (r *CachePolicyReconciler) connectionOptions(ctx context.Context, p *cachev1alpha1.CachePolicy) (redisconn.Options, string, error) {
+	o := redisconn.Options{
+		URL:      p.Spec.Redis.URL,
+		Username: p.Spec.Redis.Username,
+		Timeout:  redisTimeout,
+		PoolSize: 4,
+	}
+	ref := p.Spec.Redis.PasswordSecretRef
+	if ref == nil {
+		return o, "", nil
+	}
+	key := ref.Key
+	if key == "" {
+		key = cachev1alpha1.DefaultPasswordKey
+	}
+	secret := &corev1.Secret{}
+	if err := r.Get(ctx, types.NamespacedName{Namespace: p.Namespace, Name: ref.Name}, secret); err != nil {
+		if apierrors.IsNotFound(err) {
+			return o, cachev1alpha1.ReasonSecretNotFound, fmt.Errorf("Secret %q (spec.redis.passwordSecretRef) not found in namespace %q", ref.Name, p.Namespace)
+		}
+		return o, cachev1alpha1.ReasonSecretNotFound, fmt.Errorf("read Secret %q: %w", ref.Name, err)
+	}
+	pw, ok := secret.Data[key]
+	if !ok {
+		return o, cachev1alpha1.ReasonSecretNotFound, fmt.Errorf("Secret %q has no key %q (spec.redis.passwordSecretRef.key)", ref.Name, key)
+	}
+	o.Password = string(pw)
+	return o, "", nil
+}
+
+// publishPolicy writes the declared prefixes' TTLs into the policy hash and
+// records each prefix's TTL and generation in status.
+func (r *CachePolicyReconciler) publishPolicy(ctx context.Context, s *scope) bool {
+	p := s.policy
+	ttls := make(map[string]time.Duration, len(p.Spec.Prefixes))
+	for _, d := range p.Spec.Prefixes {
+		ttls[d.Name] = p.TTLFor(d.Name)
+	}
+	cctx, cancel := context.WithTimeout(ctx, redisTimeout)
+	gens, err := s.store.SyncPolicy(cctx, s.space, ttls, statusGenerations(p))
+	cancel()
+	if err != nil {
+		r.redisDown(s, cachev1alpha1.ReasonRedisUnreachable, fmt.Errorf("publish policy: %w", err))
+		return false
+	}
+	setPrefixStatus(p, gens)
+	return true
+}
+
+// statusGenerations are the generations status remembers: a floor for Redis's.
+func statusGenerations(p *cachev1alpha1.CachePolicy) map[string]int64 {
+	out := make(map[string]int64, len(p.Status.Prefixes))
+	for _, ps := range p.Status.Prefixes {
+		out[ps.Name] = ps.Generation
+	}
+	return out
+}
+
+// setPrefixStatus makes status.prefixes list the declared prefixes in spec
+// order with their TTLs and the given generations, keeping their stats.
+func setPrefixStatus(p *cachev1alpha1.CachePolicy, gens map[string]int64) {
+	old := make(map[string]cachev1alpha1.PrefixStatus, len(p.Status.Prefixes))
+	for _, ps := range p.Status.Prefixes {
+		old[ps.Name] = ps
+	}
+	next := make([]cachev1alpha1.PrefixStatus, 0, len(p.Spec.Prefixes))
+	for _, d := range p.Spec.Prefixes {
+		ps := old[d.Name]
+		ps.Name = d.Name
+		ps.TTL = metav1.Duration{Duration: p.TTLFor(d.Name)}
+		if g, ok := gens[d.Name]; ok {
+			ps.Generation = g
+		}
+		next = append(next, ps)
+	}
+	p.Status.Prefixes = next
+}

@@ -1,0 +1,42 @@
+package controllers
+
+import (
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+)
+
+var (
+	metricRunsStarted = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "cacheplane_invalidation_runs_started_total",
+		Help: "Invalidation runs started, by trigger.",
+	}, []string{"trigger"})
+	metricRunsFinished = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "cacheplane_invalidation_runs_total",
+		Help: "Invalidation run attempts finished, by trigger and result (success, error).",
+	}, []string{"trigger", "result"})
+	metricKeysDeleted = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "cacheplane_invalidation_keys_deleted_total",
+		Help: "Keys deleted by invalidation runs.",
+	})
+	metricRunDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "cacheplane_invalidation_run_duration_seconds",
+		Help:    "Time from the start of an invalidation run to its completion.",
+		Buckets: prometheus.ExponentialBuckets(0.01, 4, 10),
+	}, []string{"trigger"})
+	metricStatsSyncErrors = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "cacheplane_stats_sync_errors_total",
+		Help: "Failed reads of the stats pkg/cache flushes to Redis.",
+	})
+)
+
+func init() {
+	metrics.Registry.MustRegister(metricRunsStarted, metricRunsFinished, metricKeysDeleted, metricRunDuration, metricStatsSyncErrors)
+}
+
+// triggerLabel keeps label cardinality bounded: ConfigMap/<name> -> ConfigMap.
+func triggerLabel(trigger string) string {
+	kind, _, _ := strings.Cut(trigger, "/")
+	return kind
+}

@@ -1,0 +1,232 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/cacheplane/cacheplane/internal/keyspace"
+	"github.com/cacheplane/cacheplane/internal/purge"
+	"github.com/cacheplane/cacheplane/internal/redisconn"
+)
+
+// Store is every Redis operation the controller performs for one policy. The
+// reconciler speaks only this interface, so it reads as policy, not plumbing.
+type Store interface {
+	// Ping checks that Redis answers and accepts the credentials.
+	Ping(ctx context.Context) error
+	// SyncPolicy makes the policy hash hold exactly the given prefixes with their
+	// TTLs, keeping each prefix's generation at least floor[prefix] (the
+	// generations status remembers, in case the hash was lost). It publishes a
+	// policy-changed event when anything changed and returns each prefix's
+	// generation.
+	SyncPolicy(ctx context.Context, space keyspace.Space, ttls map[string]time.Duration, floor map[string]int64) (map[string]int64, error)
+	// BumpGenerations raises the generation of each prefix by one (from at least
+	// floor[prefix]) and publishes an invalidated event per prefix, so embedded
+	// libraries stop serving entries written before. It returns the new generations.
+	BumpGenerations(ctx context.Context, space keyspace.Space, prefixes []string, floor map[string]int64) (map[string]int64, error)
+	// Purge deletes the keys matching pattern on every node, resuming from
+	// cursors (nil = from the start). progress receives the cursors to resume
+	// from and the keys deleted since the last report; an error it returns stops
+	// the purge and is returned.
+	Purge(ctx context.Context, pattern string, cursors []NodeCursor, opt purge.Options, progress func(cursors []NodeCursor, deleted int64) error) error
+	// ReadStats returns the cumulative counters pkg/cache flushed for each prefix.
+	ReadStats(ctx context.Context, space keyspace.Space, prefixes []string) (map[string]Counters, error)
+	// DeletePolicy removes the policy hash (and, with stats, the prefixes' stats
+	// hashes) and publishes a policy-changed event.
+	DeletePolicy(ctx context.Context, space keyspace.Space, statsOf []string) error
+	// Close releases the connections.
+	Close() error
+}
+
+// NodeCursor is one node's SCAN position in a purge.
+type NodeCursor struct {
+	Node   string
+	Cursor uint64
+	Done   bool
+}
+
+// Counters are a prefix's cumulative hit, miss and error counts.
+type Counters struct {
+	Hits, Misses, Errors int64
+}
+
+// StoreFactory opens a Store for connection options; tests and alternative
+// topologies plug in here.
+type StoreFactory func(redisconn.Options) (Store, error)
+
+// NewRedisStore is the StoreFactory for a standalone Redis server.
+func NewRedisStore(o redisconn.Options) (Store, error) {
+	c, err := redisconn.New(o)
+	if err != nil {
+		return nil, err
+	}
+	return &redisStore{c: c}, nil
+}
+
+type redisStore struct {
+	c *redis.Client
+}
+
+func (s *redisStore) Ping(ctx context.Context) error { return s.c.Ping(ctx).Err() }
+
+func (s *redisStore) Close() error { return s.c.Close() }
+
+func (s *redisStore) readPolicy(ctx context.Context, space keyspace.Space) (map[string]keyspace.PrefixPolicy, error) {
+	raw, err := s.c.HGetAll(ctx, space.PolicyKey()).Result()
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]keyspace.PrefixPolicy, len(raw))
+	for prefix, v := range raw {
+		p, err := keyspace.ParsePrefixPolicy(v)
+		if err != nil {
+			continue // rewritten below from the spec; a broken field must not block the policy
+		}
+		out[prefix] = p
+	}
+	return out, nil
+}
+
+func (s *redisStore) SyncPolicy(ctx context.Context, space keyspace.Space, ttls map[string]time.Duration, floor map[string]int64) (map[string]int64, error) {
+	current, err := s.readPolicy(ctx, space)
+	if err != nil {
+		return nil, err
+	}
+	gens := make(map[string]int64, len(ttls))
+	set := map[string]any{}
+	for prefix, ttl := range ttls {
+		cur, ok := current[prefix]
+		want := keyspace.PrefixPolicy{TTLMillis: ttl.Milliseconds(), Generation: max(cur.Generation, floor[prefix])}
+		gens[prefix] = want.Generation
+		if !ok || cur != want {
+			set[prefix] = want.Marshal()
+		}
+	}
+	var del []string
+	for prefix := range current {
+		if _, ok := ttls[prefix]; !ok {
+			del = append(del, prefix)
+		}
+	}
+	if len(set) == 0 && len(del) == 0 {
+		return gens, nil
+	}
+	_, err = s.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		if len(set) > 0 {
+			p.HSet(ctx, space.PolicyKey(), set)
+		}
+		if len(del) > 0 {
+			p.HDel(ctx, space.PolicyKey(), del...)
+		}
+		p.Publish(ctx, space.EventsChannel(), keyspace.Event{Type: keyspace.EventPolicyChanged}.Marshal())
+		return nil
+	})
+	return gens, err
+}
+
+// bumpScript raises one prefix's generation atomically and publishes it, so a
+// concurrent SyncPolicy cannot lose the bump.
+var bumpScript = redis.NewScript(`
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+local p = {ttlMillis = 0, generation = 0}
+if cur then
+  local ok, decoded = pcall(cjson.decode, cur)
+  if ok and type(decoded) == 'table' then p = decoded end
+end
+local gen = math.max(tonumber(p.generation) or 0, tonumber(ARGV[2])) + 1
+p.generation = gen
+p.ttlMillis = tonumber(p.ttlMillis) or 0
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(p))
+redis.call('PUBLISH', ARGV[3], cjson.encode({type = 'invalidated', prefix = ARGV[1], generation = gen}))
+return gen
+`)
+
+func (s *redisStore) BumpGenerations(ctx context.Context, space keyspace.Space, prefixes []string, floor map[string]int64) (map[string]int64, error) {
+	gens := make(map[string]int64, len(prefixes))
+	for _, prefix := range prefixes {
+		g, err := bumpScript.Run(ctx, s.c, []string{space.PolicyKey()}, prefix, floor[prefix], space.EventsChannel()).Int64()
+		if err != nil {
+			return gens, fmt.Errorf("bump generation of prefix %q: %w", prefix, err)
+		}
+		gens[prefix] = g
+	}
+	return gens, nil
+}
+
+func (s *redisStore) Purge(ctx context.Context, pattern string, cursors []NodeCursor, opt purge.Options, progress func([]NodeCursor, int64) error) error {
+	// A standalone server is one node, named "".
+	var from uint64
+	if len(cursors) > 0 {
+		if cursors[0].Done {
+			return nil
+		}
+		from = cursors[0].Cursor
+	}
+	var reported int64
+	total, err := purge.Node(ctx, s.c, pattern, from, opt, func(cursor uint64, deleted int64) error {
+		delta := deleted - reported
+		reported = deleted
+		return progress([]NodeCursor{{Cursor: cursor}}, delta)
+	})
+	if err != nil {
+		return err
+	}
+	return progress([]NodeCursor{{Done: true}}, total-reported)
+}
+
+func (s *redisStore) ReadStats(ctx context.Context, space keyspace.Space, prefixes []string) (map[string]Counters, error) {
+	cmds := make([]*redis.SliceCmd, len(prefixes))
+	_, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, prefix := range prefixes {
+			cmds[i] = p.HMGet(ctx, space.StatsKey(prefix), keyspace.FieldHits, keyspace.FieldMisses, keyspace.FieldErrors)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]Counters, len(prefixes))
+	for i, prefix := range prefixes {
+		var v [3]int64
+		for j, f := range cmds[i].Val() {
+			if str, ok := f.(string); ok {
+				fmt.Sscan(str, &v[j])
+			}
+		}
+		out[prefix] = Counters{Hits: v[0], Misses: v[1], Errors: v[2]}
+	}
+	return out, nil
+}
+
+func (s *redisStore) DeletePolicy(ctx context.Context, space keyspace.Space, statsOf []string) error {
+	keys := []string{space.PolicyKey()}
+	for _, prefix := range statsOf {
+		keys = append(keys, space.StatsKey(prefix))
+	}
+	_, err := s.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Del(ctx, keys...)
+		p.Publish(ctx, space.EventsChannel(), keyspace.Event{Type: keyspace.EventPolicyChanged}.Marshal())
+		return nil
+	})
+	return err
+}
+
+// isAuthError tells credentials problems from an unreachable server, so the
+// condition says which one to fix.
+func isAuthError(err error) bool {
+	if err == nil {
+		return false
+	}
+	var re redis.Error
+	if errors.As(err, &re) {
+		msg := re.Error()
+		return hasPrefix(msg, "WRONGPASS") || hasPrefix(msg, "NOAUTH") || hasPrefix(msg, "NOPERM")
+	}
+	return false
+}
+
+func hasPrefix(s, p string) bool { return len(s) >= len(p) && s[:len(p)] == p }
