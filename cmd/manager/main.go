@@ -3,10 +3,13 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"os"
 
+	"github.com/go-logr/logr"
+	"github.com/redis/go-redis/v9"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -39,12 +42,22 @@ func main() {
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse() // controller-runtime registers --kubeconfig; KUBECONFIG works too
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
+	redis.SetLogger(redisLogger{ctrl.Log.WithName("go-redis")})
 	log := ctrl.Log.WithName("setup")
 
 	if err := run(metricsAddr, probeAddr, leaderElect, leaderElectionNS, concurrency, qps, burst); err != nil {
 		log.Error(err, "manager stopped")
 		os.Exit(1)
 	}
+}
+
+// redisLogger sends go-redis's internal messages (pool dial retries and the
+// like) to the manager's structured log at debug level: the conditions already
+// report connection problems once, where users look.
+type redisLogger struct{ log logr.Logger }
+
+func (l redisLogger) Printf(_ context.Context, format string, v ...any) {
+	l.log.V(1).Info(fmt.Sprintf(format, v...))
 }
 
 func run(metricsAddr, probeAddr string, leaderElect bool, leaderElectionNS string, concurrency int, qps float64, burst int) error {
