@@ -111,12 +111,16 @@ func EscapeGlob(s string) string {
 	}
 	var b strings.Builder
 	b.Grow(len(s) + 4)
-	for _, r := range s {
-		switch r {
+	// Byte by byte, not rune by rune: ranging over a string turns invalid
+	// UTF-8 into U+FFFD, which would make the pattern match another tenant's
+	// keys. Glob characters are ASCII, and no byte of a multi-byte UTF-8
+	// sequence is.
+	for i := range len(s) {
+		switch s[i] {
 		case '*', '?', '[', ']', '\\':
 			b.WriteByte('\\')
 		}
-		b.WriteRune(r)
+		b.WriteByte(s[i])
 	}
 	return b.String()
 }

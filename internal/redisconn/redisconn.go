@@ -10,15 +10,31 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"slices"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 )
 
+// Topologies a client can speak to.
+const (
+	ModeStandalone = "Standalone"
+	ModeCluster    = "Cluster"
+	ModeSentinel   = "Sentinel"
+)
+
 // Options describe a connection.
 type Options struct {
-	// URL is redis://host:port/db or rediss://host:port/db (TLS).
+	// Mode is ModeStandalone (or ""), ModeCluster or ModeSentinel.
+	Mode string
+	// URL is redis://host:port/db or rediss://host:port/db (TLS). In Cluster
+	// and Sentinel mode it may be empty; when given, its scheme selects TLS
+	// and its database applies (Sentinel), and its host joins Addrs.
 	URL string
+	// Addrs are the cluster's seed nodes or the sentinels, as host:port.
+	Addrs []string
+	// MasterName is the master the sentinels watch (Sentinel mode).
+	MasterName string
 	// Username and Password authenticate (ACL user, or password only).
 	// A password inside URL is refused: it would end up in logs and specs.
 	Username, Password string
@@ -89,6 +105,72 @@ func ClientOptions(o Options) (*redis.Options, error) {
 		return td.DialContext(ctx, network, addr)
 	}
 	return opt, nil
+}
+
+// NewUniversal returns a client for o's topology: a *redis.Client, a
+// *redis.ClusterClient or a Sentinel-backed failover *redis.Client. It does not
+// dial.
+func NewUniversal(o Options) (redis.UniversalClient, error) {
+	switch o.Mode {
+	case "", ModeStandalone:
+		return New(o)
+	case ModeCluster, ModeSentinel:
+	default:
+		return nil, fmt.Errorf("unknown Redis mode %q: use %s, %s or %s", o.Mode, ModeStandalone, ModeCluster, ModeSentinel)
+	}
+	// Reuse the standalone validation and defaults, then carry them over.
+	base := o
+	if base.URL == "" {
+		if len(o.Addrs) == 0 {
+			return nil, fmt.Errorf("%s mode needs addresses", o.Mode)
+		}
+		base.URL = "redis://" + o.Addrs[0]
+	}
+	opt, err := ClientOptions(base)
+	if err != nil {
+		return nil, err
+	}
+	addrs := append([]string(nil), o.Addrs...)
+	if o.URL != "" && !slices.Contains(addrs, opt.Addr) {
+		addrs = append(addrs, opt.Addr)
+	}
+	if o.Mode == ModeCluster {
+		return redis.NewClusterClient(&redis.ClusterOptions{
+			Addrs:                 addrs,
+			Username:              opt.Username,
+			Password:              opt.Password,
+			Protocol:              opt.Protocol,
+			PoolSize:              opt.PoolSize,
+			DialTimeout:           opt.DialTimeout,
+			ReadTimeout:           opt.ReadTimeout,
+			WriteTimeout:          opt.WriteTimeout,
+			PoolTimeout:           opt.PoolTimeout,
+			ContextTimeoutEnabled: true,
+			TLSConfig:             opt.TLSConfig,
+			Dialer:                opt.Dialer,
+		}), nil
+	}
+	if o.MasterName == "" {
+		return nil, errors.New("Sentinel mode needs the master's name")
+	}
+	return redis.NewFailoverClient(&redis.FailoverOptions{
+		MasterName:    o.MasterName,
+		SentinelAddrs: addrs,
+		// The credentials are the data nodes'; sentinels are reached without
+		// (their AUTH would fail on the usual password-less sentinel).
+		Username:              opt.Username,
+		Password:              opt.Password,
+		DB:                    opt.DB,
+		Protocol:              opt.Protocol,
+		PoolSize:              opt.PoolSize,
+		DialTimeout:           opt.DialTimeout,
+		ReadTimeout:           opt.ReadTimeout,
+		WriteTimeout:          opt.WriteTimeout,
+		PoolTimeout:           opt.PoolTimeout,
+		ContextTimeoutEnabled: true,
+		TLSConfig:             opt.TLSConfig,
+		Dialer:                opt.Dialer,
+	}), nil
 }
 
 // New returns a client for o. It does not dial.

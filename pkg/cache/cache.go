@@ -1,0 +1,374 @@
+// Package cache is a Redis cache for Go services: typed Get/Set with TTLs,
+// loaders with stampede protection, write invalidation, an HTTP middleware and
+// hit/miss statistics. It fails open: when Redis is down or slow, loaders,
+// wrappers and the middleware still serve data from their source, and no call
+// waits on Redis longer than Config.SocketTimeout.
+//
+// A cache follows the CachePolicy that the cacheplane operator publishes for
+// its KeyPrefix: per-prefix TTLs, and invalidations that take effect in every
+// process within milliseconds. Without an operator it is a plain Redis cache.
+//
+// Keys given to the API are relative to Config.KeyPrefix. A key's prefix, its
+// first ':'-separated segment ("user" in "user:123"), is the unit of
+// statistics, policy TTLs and invalidation.
+package cache
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/cacheplane/cacheplane/internal/keyspace"
+	"github.com/cacheplane/cacheplane/internal/redisconn"
+)
+
+// Defaults applied by New to zero Config fields.
+const (
+	DefaultURL                = "redis://localhost:6379/0"
+	DefaultMaxConnections     = 50
+	DefaultSocketTimeout      = 5 * time.Second
+	DefaultKeepAlive          = 30 * time.Second
+	DefaultTTL                = 5 * time.Minute
+	DefaultPolicyRefresh      = 5 * time.Second
+	DefaultStatsFlushInterval = 5 * time.Second
+)
+
+// Config configures a Cache. The zero value is usable: every zero field takes
+// its default.
+type Config struct {
+	// URL is redis://host:port/db, or rediss:// for TLS. Default DefaultURL.
+	// It must not contain a password: set Password instead.
+	URL string
+	// Username and Password authenticate (an ACL user, or a password alone).
+	Username string
+	Password string
+	// TLSConfig overrides the TLS settings of a rediss:// URL.
+	TLSConfig *tls.Config
+	// MaxConnections is the pool size. Default 50.
+	MaxConnections int
+	// SocketTimeout bounds dialing, each read and write, and every call as a
+	// whole (Invalidate: each round trip): no call waits on Redis longer than
+	// this, or than the caller's context if that ends first. Default 5s.
+	SocketTimeout time.Duration
+	// KeepAlive is the TCP keep-alive period. Default 30s; negative disables.
+	KeepAlive time.Duration
+	// DefaultTTL is the TTL of a Set with ttl <= 0 when the policy sets none
+	// for the key's prefix. Default 5m.
+	DefaultTTL time.Duration
+	// KeyPrefix namespaces every key ("myapp" stores "user:1" as
+	// "myapp:user:1"), so tenants sharing a Redis cannot see or invalidate
+	// each other's keys. "" means none.
+	KeyPrefix string
+	// Codec encodes values. Default JSON (encoding/json).
+	Codec Codec
+	// Logger receives fail-open and background errors, at most one a second.
+	// Default: discard.
+	Logger *slog.Logger
+	// PolicyRefresh is how often the policy is re-read from Redis, as a
+	// fallback for missed change events. Default 5s; negative disables policy
+	// following altogether (no policy TTLs, no generations).
+	PolicyRefresh time.Duration
+	// StatsFlushInterval is how often per-prefix counters are added to Redis
+	// for the operator. Default 5s; negative disables flushing.
+	StatsFlushInterval time.Duration
+}
+
+// Codec turns values into bytes and back.
+type Codec interface {
+	Marshal(v any) ([]byte, error)
+	// Unmarshal must not modify data nor keep it after returning: it may
+	// alias memory owned by the Redis client.
+	Unmarshal(data []byte, v any) error
+}
+
+var (
+	// ErrNotFound reports that a key does not exist.
+	ErrNotFound = errors.New("cache: key not found")
+	// ErrNotConnected reports a call before Connect succeeded.
+	ErrNotConnected = errors.New("cache: not connected")
+	// ErrClosed reports a call after Close.
+	ErrClosed = errors.New("cache: closed")
+)
+
+// Cache is a Redis cache. Its methods are safe for concurrent use.
+type Cache struct {
+	cfg     Config
+	opts    *redis.Options
+	space   keyspace.Space
+	codec   Codec
+	log     *slog.Logger
+	timeout time.Duration
+
+	client atomic.Pointer[redis.Client]
+	closed atomic.Bool
+
+	mu       sync.Mutex // serialises Connect and Close
+	stop     context.CancelFunc
+	bg       sync.WaitGroup
+	closeErr error
+
+	prefixes
+
+	policyMu sync.Mutex // serialises policy re-reads
+	flushMu  sync.Mutex // serialises stats flushes; guards the flushed counters
+
+	flights  flightGroup
+	loadTime *prometheus.HistogramVec
+	logLimit logLimiter
+}
+
+// New validates cfg and applies defaults. It does not dial: call Connect.
+func New(cfg Config) (*Cache, error) {
+	if cfg.URL == "" {
+		cfg.URL = DefaultURL
+	}
+	for _, d := range []struct {
+		name  string
+		value *time.Duration
+		def   time.Duration
+		neg   bool // a negative value means "off"
+	}{
+		{"SocketTimeout", &cfg.SocketTimeout, DefaultSocketTimeout, false},
+		{"KeepAlive", &cfg.KeepAlive, DefaultKeepAlive, true},
+		{"DefaultTTL", &cfg.DefaultTTL, DefaultTTL, false},
+		{"PolicyRefresh", &cfg.PolicyRefresh, DefaultPolicyRefresh, true},
+		{"StatsFlushInterval", &cfg.StatsFlushInterval, DefaultStatsFlushInterval, true},
+	} {
+		switch {
+		case *d.value == 0:
+			*d.value = d.def
+		case *d.value < 0 && !d.neg:
+			return nil, fmt.Errorf("cache: Config.%s is negative (%v)", d.name, *d.value)
+		}
+	}
+	switch {
+	case cfg.MaxConnections == 0:
+		cfg.MaxConnections = DefaultMaxConnections
+	case cfg.MaxConnections < 0:
+		return nil, fmt.Errorf("cache: Config.MaxConnections is negative (%d)", cfg.MaxConnections)
+	}
+	if cfg.Codec == nil {
+		cfg.Codec = jsonCodec{}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	opts, err := redisconn.ClientOptions(redisconn.Options{
+		URL:       cfg.URL,
+		Username:  cfg.Username,
+		Password:  cfg.Password,
+		PoolSize:  cfg.MaxConnections,
+		Timeout:   cfg.SocketTimeout,
+		KeepAlive: cfg.KeepAlive,
+		TLS:       cfg.TLSConfig,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cache: %w", err)
+	}
+	// One dial attempt per connection: go-redis would retry a refused dial
+	// five times, 100ms apart, inside every call, while a cache that fails
+	// open wants to give up at once. The per-call retries remain.
+	opts.DialerRetries = 1
+	c := &Cache{
+		cfg:     cfg,
+		opts:    opts,
+		space:   keyspace.New(cfg.KeyPrefix),
+		codec:   cfg.Codec,
+		log:     cfg.Logger,
+		timeout: cfg.SocketTimeout,
+		loadTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:        "cacheplane_cache_load_duration_seconds",
+			Help:        "Time spent in loaders after a cache miss, by key prefix.",
+			ConstLabels: prometheus.Labels{"key_prefix": cfg.KeyPrefix},
+			Buckets:     prometheus.ExponentialBuckets(0.0005, 4, 9), // 0.5ms .. 33s
+		}, []string{"prefix"}),
+	}
+	c.prefixes.init()
+	return c, nil
+}
+
+// Connect dials Redis and pings it, loads the policy of the key prefix and
+// starts following it. An unreachable server is reported within SocketTimeout.
+// Connecting a connected Cache does nothing.
+func (c *Cache) Connect(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed.Load() {
+		return ErrClosed
+	}
+	if c.client.Load() != nil {
+		return nil
+	}
+	cl := redis.NewClient(c.opts)
+	cl.AddHook(roundTripDeadline{c.timeout})
+	pctx, cancel := c.opCtx(ctx)
+	err := cl.Ping(pctx).Err()
+	cancel()
+	if err != nil {
+		_ = cl.Close()
+		return fmt.Errorf("cache: connect to %s: %w", redisconn.Redact(c.cfg.URL), err)
+	}
+
+	bg, stop := context.WithCancel(context.Background())
+	c.stop = stop
+	if c.cfg.PolicyRefresh > 0 {
+		// Loaded before Connect returns, so the first Set already uses the
+		// policy's TTL and generation.
+		if err := c.refreshPolicy(ctx, cl); err != nil {
+			c.warn("cache: cannot read the policy; retrying in the background", "err", err)
+		}
+		c.bg.Go(func() { c.subscribe(bg, cl) })
+		c.bg.Go(func() { c.every(bg, c.cfg.PolicyRefresh, func() { c.refreshPolicyLogged(bg, cl) }) })
+	}
+	if c.cfg.StatsFlushInterval > 0 {
+		c.bg.Go(func() {
+			c.every(bg, c.cfg.StatsFlushInterval, func() {
+				if err := c.flushStats(bg, cl); err != nil {
+					c.warn("cache: cannot flush stats; keeping them for the next flush", "err", err)
+				}
+			})
+		})
+	}
+	c.client.Store(cl)
+	return nil
+}
+
+// Close stops following the policy, flushes pending statistics and closes the
+// connection pool. It is idempotent; later calls return the first one's result.
+func (c *Cache) Close() error {
+	if c == nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed.Swap(true) {
+		return c.closeErr
+	}
+	cl := c.client.Swap(nil)
+	if cl == nil {
+		return nil
+	}
+	c.stop()
+	c.bg.Wait()
+	var flushErr error
+	if c.cfg.StatsFlushInterval > 0 {
+		if err := c.flushStats(context.Background(), cl); err != nil {
+			flushErr = fmt.Errorf("cache: flush stats: %w", err)
+		}
+	}
+	c.closeErr = errors.Join(flushErr, cl.Close())
+	return c.closeErr
+}
+
+// Client returns the underlying Redis client, nil before Connect and after
+// Close. Keys passed to it are absolute: they do not get the KeyPrefix.
+func (c *Cache) Client() redis.UniversalClient {
+	if cl := c.client.Load(); cl != nil {
+		return cl
+	}
+	return nil
+}
+
+// unavailable is the error of a call made without a client.
+func (c *Cache) unavailable() error {
+	if c.closed.Load() {
+		return ErrClosed
+	}
+	return ErrNotConnected
+}
+
+// opCtx bounds one call by SocketTimeout. go-redis's own timeouts bound each
+// read, but retries and pool waits could add up to several of them.
+func (c *Cache) opCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return boundCtx(ctx, c.timeout)
+}
+
+func boundCtx(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= d {
+		return ctx, noop
+	}
+	return context.WithTimeout(ctx, d)
+}
+
+func noop() {}
+
+// roundTripDeadline bounds each pipeline round trip (Invalidate's SCAN pages,
+// stats flushes) by the socket timeout, so a stalled server cannot hold them
+// for several read timeouts through retries.
+type roundTripDeadline struct{ d time.Duration }
+
+func (h roundTripDeadline) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h roundTripDeadline) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+
+func (h roundTripDeadline) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		ctx, cancel := boundCtx(ctx, h.d)
+		defer cancel()
+		return next(ctx, cmds)
+	}
+}
+
+// every calls fn every d until ctx ends.
+func (c *Cache) every(ctx context.Context, d time.Duration, fn func()) {
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			fn()
+		}
+	}
+}
+
+// opError wraps a Redis error with the operation and key.
+func opError(op, key string, err error) error {
+	if errors.Is(err, redis.ErrClosed) {
+		err = ErrClosed
+	}
+	return fmt.Errorf("cache: %s %q: %w", op, key, err)
+}
+
+// isRedisFailure reports whether err means Redis could not be used (as opposed
+// to a bad value): after one, fail-open paths skip their write-back, so a down
+// server costs one timeout, not two.
+func isRedisFailure(err error) bool {
+	var ne net.Error
+	return errors.Is(err, ErrNotConnected) || errors.Is(err, ErrClosed) ||
+		errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) ||
+		errors.Is(err, redis.ErrPoolTimeout) || errors.Is(err, redis.ErrClosed)
+}
+
+// logLimiter lets one message a second through, so an outage does not flood
+// the log with one line per request.
+type logLimiter struct {
+	next       atomic.Int64
+	suppressed atomic.Int64
+}
+
+func (c *Cache) warn(msg string, args ...any) {
+	if !c.log.Enabled(context.Background(), slog.LevelWarn) {
+		return
+	}
+	now := time.Now().UnixNano()
+	next := c.logLimit.next.Load()
+	if now < next || !c.logLimit.next.CompareAndSwap(next, now+int64(time.Second)) {
+		c.logLimit.suppressed.Add(1)
+		return
+	}
+	if n := c.logLimit.suppressed.Swap(0); n > 0 {
+		args = append(args, "suppressed", n)
+	}
+	c.log.Warn(msg, args...)
+}

@@ -1,0 +1,32 @@
+package cache
+
+import (
+	"context"
+	"errors"
+)
+
+// Hooks into unexported state for the tests of package cache_test.
+
+// FlightWaiters returns how many GetOrLoad callers wait for key's load.
+func FlightWaiters(c *Cache, key string) int { return c.flights.waiting(c.space.DataKey(key)) }
+
+// FlushStats runs one stats flush now.
+func FlushStats(c *Cache) error {
+	cl := c.client.Load()
+	if cl == nil {
+		return errors.New("not connected")
+	}
+	return c.flushStats(context.Background(), cl)
+}
+
+// DecodeResponse exposes the middleware's stored-response parser to fuzzing.
+func DecodeResponse(b []byte) bool {
+	_, ok := decodeResponse(b)
+	return ok
+}
+
+// MaxPrefixes and OtherPrefix expose the prefix cap.
+const (
+	MaxPrefixes = maxPrefixes
+	OtherPrefix = otherPrefix
+)

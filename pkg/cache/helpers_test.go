@@ -1,0 +1,234 @@
+package cache_test
+
+import (
+	"context"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/cacheplane/cacheplane/internal/testredis"
+	"github.com/cacheplane/cacheplane/pkg/cache"
+)
+
+// srv is the redis-server shared by the package's tests; they isolate
+// themselves by KeyPrefix. Tests that stop a server start their own.
+var srv *testredis.Server
+
+func TestMain(m *testing.M) {
+	// go-redis logs every failed dial to stderr; the fail-open tests cause
+	// hundreds on purpose.
+	redis.SetLogger(quietLogger{})
+	srv = testredis.MustStart()
+	// The examples read it, so that they run as they would in an app.
+	os.Setenv("REDIS_URL", srv.URL(0))
+	code := m.Run()
+	srv.Close()
+	os.Exit(code)
+}
+
+type quietLogger struct{}
+
+func (quietLogger) Printf(context.Context, string, ...any) {}
+
+// testPrefix derives a KeyPrefix from the test's name, free of glob
+// characters, so tests cannot see each other's keys.
+func testPrefix(t testing.TB) string {
+	return strings.Map(func(r rune) rune {
+		if strings.ContainsRune(`*?[]\ {}`, r) {
+			return '_'
+		}
+		return r
+	}, t.Name())
+}
+
+// newCache returns a connected cache on srv, closed when the test ends.
+// Unset URL and KeyPrefix are filled in.
+func newCache(t testing.TB, cfg cache.Config) *cache.Cache {
+	t.Helper()
+	if cfg.URL == "" {
+		cfg.URL = srv.URL(0)
+	}
+	if cfg.KeyPrefix == "" {
+		cfg.KeyPrefix = testPrefix(t)
+	}
+	c, err := cache.New(cfg)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	if err := c.Connect(context.Background()); err != nil {
+		t.Fatalf("Connect: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// rawClient is a plain go-redis client of srv, to check what is really stored.
+func rawClient(t testing.TB) *redis.Client {
+	t.Helper()
+	rc := srv.Client()
+	t.Cleanup(func() { rc.Close() })
+	return rc
+}
+
+// waitFor polls cond until it holds or timeout passes.
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// stallProxy forwards TCP to a server until Stall, from which point it keeps
+// accepting connections and reading requests but forwards nothing: a server
+// that hangs, not one that refuses.
+type stallProxy struct {
+	ln     net.Listener
+	target string
+
+	mu     sync.Mutex
+	resume chan struct{} // non-nil while stalled
+	conns  []net.Conn
+	closed bool
+}
+
+func startStallProxy(t testing.TB, target string) *stallProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &stallProxy{ln: ln, target: target}
+	go p.serve()
+	t.Cleanup(p.close)
+	return p
+}
+
+// URL is a redis:// URL of database 0 through the proxy.
+func (p *stallProxy) URL() string { return "redis://" + p.ln.Addr().String() + "/0" }
+
+func (p *stallProxy) serve() {
+	for {
+		in, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		out, err := net.Dial("tcp", p.target)
+		if err != nil {
+			in.Close()
+			continue
+		}
+		if !p.track(in, out) {
+			return
+		}
+		go p.pipe(out, in)
+		go p.pipe(in, out)
+	}
+}
+
+func (p *stallProxy) track(conns ...net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		for _, c := range conns {
+			c.Close()
+		}
+		return false
+	}
+	p.conns = append(p.conns, conns...)
+	return true
+}
+
+func (p *stallProxy) pipe(dst io.Writer, src io.Reader) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			p.mu.Lock()
+			resume := p.resume
+			p.mu.Unlock()
+			if resume != nil {
+				<-resume
+			}
+			if _, err := dst.Write(buf[:n]); err != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// Stall stops forwarding until Resume.
+func (p *stallProxy) Stall() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.resume == nil {
+		p.resume = make(chan struct{})
+	}
+}
+
+// Resume forwards again, including what was held back.
+func (p *stallProxy) Resume() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.resume != nil {
+		close(p.resume)
+		p.resume = nil
+	}
+}
+
+func (p *stallProxy) close() {
+	p.Resume()
+	p.mu.Lock()
+	p.closed = true
+	conns := p.conns
+	p.mu.Unlock()
+	p.ln.Close()
+	for _, c := range conns {
+		c.Close()
+	}
+}
+
+// blackhole accepts connections and never answers.
+func blackhole(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu    sync.Mutex
+		conns []net.Conn
+	)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return "redis://" + ln.Addr().String() + "/0"
+}

@@ -1,0 +1,207 @@
+package cache
+
+import (
+	"context"
+	"fmt"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/cacheplane/cacheplane/internal/keyspace"
+)
+
+// GetOrLoad returns the cached value of key, or calls load, caches its result
+// for ttl (<= 0: as in Set) and returns it.
+//
+// Concurrent calls for one key in this process share one load; each waits
+// only as long as its own ctx allows, while the load goes on for the others
+// (its context keeps the first caller's values, not its cancellation, and is
+// cancelled once no caller is waiting). The waiters share the loaded value:
+// treat it as read-only.
+//
+// Errors of load are returned and never cached. Redis errors are not
+// returned: they are counted and logged, and the call falls through to load
+// (fail open); after a failed read the result is not written back, so a down
+// Redis costs at most one SocketTimeout per call.
+//
+// A nil *Cache calls load directly.
+func GetOrLoad[T any](ctx context.Context, c *Cache, key string, ttl time.Duration, load func(context.Context) (T, error)) (T, error) {
+	if c == nil {
+		return load(ctx)
+	}
+	st := c.state(keyspace.PrefixOf(key))
+	var v T
+	found, err := c.Get(ctx, key, &v)
+	if found {
+		return v, nil
+	}
+	writeBack := true
+	if err != nil {
+		if ctx.Err() != nil {
+			var zero T
+			return zero, ctx.Err()
+		}
+		c.warn("cache: read failed; loading from the source", "key", key, "err", err)
+		writeBack = !isRedisFailure(err)
+	}
+
+	res, err := c.flights.do(ctx, c.space.DataKey(key), func(lctx context.Context) (any, error) {
+		gen := st.gen.Load() // before loading: see setEntry
+		start := time.Now()
+		v, err := load(lctx)
+		c.loadTime.WithLabelValues(st.name).Observe(time.Since(start).Seconds())
+		if err != nil {
+			return nil, err
+		}
+		if writeBack {
+			if err := c.set(lctx, st, key, gen, v, ttl); err != nil {
+				c.warn("cache: write-back failed; value served uncached", "key", key, "err", err)
+			}
+		}
+		return &v, nil
+	})
+	if err != nil {
+		var zero T
+		return zero, err
+	}
+	if p, ok := res.(*T); ok {
+		return *p, nil
+	}
+	// Another call site loads the same key into a different type.
+	return load(ctx)
+}
+
+// Cached wraps fn so that its results are cached: the key of a call is
+// GenerateKey(prefix, keyParams(arg)), so only the parameters keyParams picks
+// shape it (nil keyParams: the whole argument, as {"arg": arg}). Loading
+// follows GetOrLoad, including fail open and a nil *Cache.
+func Cached[A, R any](c *Cache, prefix string, ttl time.Duration, keyParams func(A) map[string]any,
+	fn func(context.Context, A) (R, error)) func(context.Context, A) (R, error) {
+	return func(ctx context.Context, arg A) (R, error) {
+		var params map[string]any
+		if keyParams != nil {
+			params = keyParams(arg)
+		} else {
+			params = map[string]any{"arg": arg}
+		}
+		return GetOrLoad(ctx, c, GenerateKey(prefix, params), ttl, func(ctx context.Context) (R, error) {
+			return fn(ctx, arg)
+		})
+	}
+}
+
+// InvalidateOnWrite wraps fn so that every key of prefix ("prefix:*", the
+// prefix taken literally) is invalidated after fn succeeds, not when it fails.
+// The invalidation runs to completion even if ctx is cancelled once fn has
+// returned, so a write is never left with stale reads behind it; its failure
+// is counted and logged, not returned (fail open).
+func InvalidateOnWrite[A, R any](c *Cache, prefix string,
+	fn func(context.Context, A) (R, error)) func(context.Context, A) (R, error) {
+	return func(ctx context.Context, arg A) (R, error) {
+		r, err := fn(ctx, arg)
+		if err == nil {
+			c.invalidatePrefix(ctx, prefix)
+		}
+		return r, err
+	}
+}
+
+// invalidatePrefix invalidates prefix:* after a successful write.
+func (c *Cache) invalidatePrefix(ctx context.Context, prefix string) {
+	if c == nil {
+		return
+	}
+	if _, err := c.Invalidate(context.WithoutCancel(ctx), prefixPattern(prefix)); err != nil {
+		c.warn("cache: invalidation after a write failed", "prefix", prefix, "err", err)
+	}
+}
+
+// flightGroup runs one load per key at a time. Unlike x/sync/singleflight,
+// every caller can give up on its own, and the load is cancelled when all
+// have.
+type flightGroup struct {
+	mu sync.Mutex
+	m  map[string]*flight
+}
+
+type flight struct {
+	done    chan struct{}
+	val     any
+	err     error
+	waiters int // guarded by flightGroup.mu
+	cancel  context.CancelFunc
+}
+
+// panicError carries a load's panic to every waiter, which re-panics in its
+// own goroutine (where an HTTP server's recovery, say, can catch it).
+type panicError struct {
+	value any
+	stack []byte
+}
+
+func (p *panicError) Error() string {
+	return fmt.Sprintf("cache: load panicked: %v\n%s", p.value, p.stack)
+}
+
+func (g *flightGroup) do(ctx context.Context, key string, fn func(context.Context) (any, error)) (any, error) {
+	g.mu.Lock()
+	if g.m == nil {
+		g.m = make(map[string]*flight)
+	}
+	f, ok := g.m[key]
+	if !ok {
+		lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		f = &flight{done: make(chan struct{}), cancel: cancel}
+		g.m[key] = f
+		go g.run(f, key, lctx, fn)
+	}
+	f.waiters++
+	g.mu.Unlock()
+
+	select {
+	case <-f.done:
+		if p, ok := f.err.(*panicError); ok {
+			panic(p)
+		}
+		return f.val, f.err
+	case <-ctx.Done():
+		g.mu.Lock()
+		f.waiters--
+		if f.waiters == 0 {
+			// Nobody wants the result any more: stop the load, and let the
+			// next caller start afresh rather than join a cancelled one.
+			f.cancel()
+			if g.m[key] == f {
+				delete(g.m, key)
+			}
+		}
+		g.mu.Unlock()
+		return nil, ctx.Err()
+	}
+}
+
+func (g *flightGroup) run(f *flight, key string, ctx context.Context, fn func(context.Context) (any, error)) {
+	defer func() {
+		if r := recover(); r != nil {
+			f.val, f.err = nil, &panicError{value: r, stack: debug.Stack()}
+		}
+		f.cancel()
+		g.mu.Lock()
+		if g.m[key] == f {
+			delete(g.m, key)
+		}
+		g.mu.Unlock()
+		close(f.done)
+	}()
+	f.val, f.err = fn(ctx)
+}
+
+// waiting returns how many callers wait for key's load (for tests).
+func (g *flightGroup) waiting(key string) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if f, ok := g.m[key]; ok {
+		return f.waiters
+	}
+	return 0
+}

@@ -1,0 +1,277 @@
+package cache_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cacheplane/cacheplane/pkg/cache"
+)
+
+func TestGetOrLoad(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c := newCache(t, cache.Config{})
+	var calls atomic.Int32
+	load := func(context.Context) (user, error) {
+		calls.Add(1)
+		return user{ID: 1, Name: "Ada"}, nil
+	}
+	for i := range 3 {
+		got, err := cache.GetOrLoad(ctx, c, "user:1", time.Minute, load)
+		if err != nil || got.Name != "Ada" {
+			t.Fatalf("call %d: %+v, %v", i, got, err)
+		}
+	}
+	if n := calls.Load(); n != 1 {
+		t.Errorf("loader called %d times, want 1", n)
+	}
+	if ttl, _ := c.TTL(ctx, "user:1"); ttl <= 50*time.Second || ttl > time.Minute {
+		t.Errorf("loaded value stored with TTL %v, want 1m", ttl)
+	}
+	if s := c.Stats(); s.Hits != 2 || s.Misses != 1 {
+		t.Errorf("stats = %+v, want 2 hits, 1 miss", s)
+	}
+
+	// Loader errors are returned and not cached.
+	errDB := errors.New("db down")
+	for i := range 2 {
+		_, err := cache.GetOrLoad(ctx, c, "user:2", 0, func(context.Context) (user, error) {
+			calls.Add(1)
+			return user{}, errDB
+		})
+		if !errors.Is(err, errDB) {
+			t.Fatalf("call %d: %v, want the loader's error", i, err)
+		}
+	}
+	if ok, _ := c.Exists(ctx, "user:2"); ok {
+		t.Error("a loader error was cached")
+	}
+	if n := calls.Load(); n != 3 {
+		t.Errorf("loader called %d times in all, want 3 (errors are not cached)", n)
+	}
+
+	// A nil cache just loads.
+	if v, err := cache.GetOrLoad(ctx, nil, "user:1", 0, load); err != nil || v.ID != 1 {
+		t.Errorf("nil cache: %+v, %v", v, err)
+	}
+}
+
+func TestGetOrLoadOneLoadPerKey(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c := newCache(t, cache.Config{})
+	const callers = 50
+	var calls atomic.Int32
+	release := make(chan struct{})
+	load := func(context.Context) (int, error) {
+		calls.Add(1)
+		<-release
+		return 42, nil
+	}
+	var wg sync.WaitGroup
+	results := make([]int, callers)
+	errs := make([]error, callers)
+	for i := range callers {
+		wg.Go(func() { results[i], errs[i] = cache.GetOrLoad(ctx, c, "hot:1", 0, load) })
+	}
+	waitFor(t, 10*time.Second, "all callers to wait on one load", func() bool {
+		return cache.FlightWaiters(c, "hot:1") == callers
+	})
+	close(release)
+	wg.Wait()
+	for i := range callers {
+		if errs[i] != nil || results[i] != 42 {
+			t.Fatalf("caller %d: %d, %v", i, results[i], errs[i])
+		}
+	}
+	if n := calls.Load(); n != 1 {
+		t.Errorf("loader called %d times by %d concurrent callers, want 1", n, callers)
+	}
+}
+
+func TestGetOrLoadWaiterCancels(t *testing.T) {
+	t.Parallel()
+	c := newCache(t, cache.Config{})
+	release := make(chan struct{})
+	loadCtx := make(chan context.Context, 1)
+	load := func(ctx context.Context) (string, error) {
+		loadCtx <- ctx
+		<-release
+		return "v", ctx.Err()
+	}
+
+	// The first caller starts the load, the second joins it and gives up.
+	first := make(chan error, 1)
+	go func() {
+		v, err := cache.GetOrLoad(context.Background(), c, "w:1", 0, load)
+		if err == nil && v != "v" {
+			err = fmt.Errorf("got %q", v)
+		}
+		first <- err
+	}()
+	lctx := <-loadCtx
+	ctx, cancel := context.WithCancel(context.Background())
+	second := make(chan error, 1)
+	go func() {
+		_, err := cache.GetOrLoad(ctx, c, "w:1", 0, load)
+		second <- err
+	}()
+	waitFor(t, 5*time.Second, "the second caller to join", func() bool { return cache.FlightWaiters(c, "w:1") == 2 })
+	cancel()
+	select {
+	case err := <-second:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("cancelled waiter: %v, want context.Canceled", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a cancelled waiter kept waiting for the load")
+	}
+	if lctx.Err() != nil {
+		t.Fatal("one waiter's cancellation cancelled the load")
+	}
+	close(release)
+	if err := <-first; err != nil {
+		t.Errorf("first caller: %v", err)
+	}
+	if found, _ := c.Get(context.Background(), "w:1", nil); !found {
+		t.Error("the load's result was not cached")
+	}
+}
+
+func TestGetOrLoadAllWaitersCancel(t *testing.T) {
+	t.Parallel()
+	c := newCache(t, cache.Config{})
+	loadCtx := make(chan context.Context, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := cache.GetOrLoad(ctx, c, "w:2", 0, func(ctx context.Context) (int, error) {
+			loadCtx <- ctx
+			<-ctx.Done()
+			return 0, ctx.Err()
+		})
+		done <- err
+	}()
+	lctx := <-loadCtx
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Errorf("GetOrLoad: %v, want context.Canceled", err)
+	}
+	select {
+	case <-lctx.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the load was not cancelled when its last waiter left")
+	}
+	// A later call starts a fresh load rather than joining the cancelled one.
+	v, err := cache.GetOrLoad(context.Background(), c, "w:2", 0, func(context.Context) (int, error) { return 7, nil })
+	if err != nil || v != 7 {
+		t.Errorf("next GetOrLoad = %d, %v", v, err)
+	}
+}
+
+func TestGetOrLoadPanic(t *testing.T) {
+	t.Parallel()
+	c := newCache(t, cache.Config{})
+	func() {
+		defer func() {
+			r := recover()
+			if r == nil || !strings.Contains(fmt.Sprint(r), "boom") {
+				t.Errorf("recovered %v, want the loader's panic", r)
+			}
+		}()
+		_, _ = cache.GetOrLoad(context.Background(), c, "p:1", 0, func(context.Context) (int, error) { panic("boom") })
+	}()
+	v, err := cache.GetOrLoad(context.Background(), c, "p:1", 0, func(context.Context) (int, error) { return 1, nil })
+	if err != nil || v != 1 {
+		t.Errorf("after a panic: %d, %v", v, err)
+	}
+}
+
+func TestCached(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c := newCache(t, cache.Config{})
+	type query struct {
+		UserID         int
+		IncludeDetails bool
+	}
+	var calls atomic.Int32
+	getUser := cache.Cached(c, "users", time.Minute,
+		func(q query) map[string]any { return map[string]any{"user_id": q.UserID} },
+		func(_ context.Context, q query) (user, error) {
+			calls.Add(1)
+			return user{ID: q.UserID}, nil
+		})
+
+	for _, q := range []query{{1, false}, {1, true}, {2, false}, {1, false}} {
+		u, err := getUser(ctx, q)
+		if err != nil || u.ID != q.UserID {
+			t.Fatalf("getUser(%+v) = %+v, %v", q, u, err)
+		}
+	}
+	if n := calls.Load(); n != 2 {
+		t.Errorf("fn called %d times, want 2: IncludeDetails is not a key parameter", n)
+	}
+	key := cache.GenerateKey("users", map[string]any{"user_id": 1})
+	if ok, _ := c.Exists(ctx, key); !ok {
+		t.Errorf("result not stored under GenerateKey(users, {user_id: 1}) = %s", key)
+	}
+
+	// Without keyParams the whole argument is the key.
+	var wholeCalls atomic.Int32
+	whole := cache.Cached(c, "whole", 0, nil, func(_ context.Context, q query) (int, error) {
+		wholeCalls.Add(1)
+		return q.UserID, nil
+	})
+	for _, q := range []query{{1, false}, {1, true}, {1, false}} {
+		if _, err := whole(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := wholeCalls.Load(); n != 2 {
+		t.Errorf("nil keyParams: fn called %d times, want 2", n)
+	}
+}
+
+func TestInvalidateOnWrite(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c := newCache(t, cache.Config{})
+	for _, k := range []string{"users:1", "users:2", "usersx:1", "orders:1"} {
+		if err := c.Set(ctx, k, 1, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	errWrite := errors.New("write failed")
+	update := cache.InvalidateOnWrite(c, "users", func(_ context.Context, fail bool) (string, error) {
+		if fail {
+			return "", errWrite
+		}
+		return "ok", nil
+	})
+
+	if _, err := update(ctx, true); !errors.Is(err, errWrite) {
+		t.Fatalf("failing write: %v", err)
+	}
+	if ok, _ := c.Exists(ctx, "users:1"); !ok {
+		t.Error("a failed write invalidated the prefix")
+	}
+
+	// A cancelled context after the write must not leave stale entries.
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if r, err := update(cctx, false); err != nil || r != "ok" {
+		t.Fatalf("write = %q, %v", r, err)
+	}
+	for k, want := range map[string]bool{"users:1": false, "users:2": false, "usersx:1": true, "orders:1": true} {
+		if ok, _ := c.Exists(ctx, k); ok != want {
+			t.Errorf("after the write, %s exists = %v, want %v", k, ok, want)
+		}
+	}
+}

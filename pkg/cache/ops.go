@@ -1,0 +1,241 @@
+package cache
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/cacheplane/cacheplane/internal/keyspace"
+	"github.com/cacheplane/cacheplane/internal/purge"
+)
+
+// Get decodes the value of key into dst (a pointer; nil only checks for a hit)
+// and reports whether it was found. A missing key, an entry invalidated by the
+// policy and a value not written by this package are misses: (false, nil).
+func (c *Cache) Get(ctx context.Context, key string, dst any) (bool, error) {
+	st := c.state(keyspace.PrefixOf(key))
+	payload, found, err := c.getEntry(ctx, st, key)
+	if !found {
+		return false, err
+	}
+	if dst != nil {
+		if err := c.codec.Unmarshal(payload, dst); err != nil {
+			st.misses.Add(1)
+			st.errors.Add(1)
+			return false, fmt.Errorf("cache: decode %q: %w", key, err)
+		}
+	}
+	st.hits.Add(1)
+	return true, nil
+}
+
+// getEntry returns key's payload. It counts misses and errors; the caller
+// counts the hit once the payload has proven usable.
+func (c *Cache) getEntry(ctx context.Context, st *prefixState, key string) (payload []byte, found bool, err error) {
+	cl := c.client.Load()
+	if cl == nil {
+		st.errors.Add(1)
+		return nil, false, c.unavailable()
+	}
+	octx, cancel := c.opCtx(ctx)
+	b, err := cl.Get(octx, c.space.DataKey(key)).Bytes()
+	cancel()
+	if err != nil {
+		if err == redis.Nil {
+			st.misses.Add(1)
+			return nil, false, nil
+		}
+		c.countError(ctx, st)
+		return nil, false, opError("get", key, err)
+	}
+	gen, payload, err := keyspace.ParseEntry(b)
+	if err != nil {
+		// Someone else's value under our key: not ours to decode. Reported as
+		// an error in the stats so that it gets noticed, served as a miss so
+		// that a loader overwrites it.
+		st.misses.Add(1)
+		st.errors.Add(1)
+		c.warn("cache: foreign value under key; treating it as a miss", "key", key)
+		return nil, false, nil
+	}
+	if gen < st.gen.Load() {
+		st.misses.Add(1) // written before the prefix's last invalidation
+		return nil, false, nil
+	}
+	return payload, true, nil
+}
+
+// countError counts an error unless it is the caller's own cancellation.
+func (c *Cache) countError(ctx context.Context, st *prefixState) {
+	if ctx.Err() == nil {
+		st.errors.Add(1)
+	}
+}
+
+// Set stores value under key for ttl; ttl <= 0 means the policy's TTL for the
+// key's prefix, or DefaultTTL when the policy sets none. A value the codec
+// cannot encode is an error.
+func (c *Cache) Set(ctx context.Context, key string, value any, ttl time.Duration) error {
+	st := c.state(keyspace.PrefixOf(key))
+	return c.set(ctx, st, key, st.gen.Load(), value, ttl)
+}
+
+func (c *Cache) set(ctx context.Context, st *prefixState, key string, gen int64, value any, ttl time.Duration) error {
+	payload, err := c.codec.Marshal(value)
+	if err != nil {
+		st.errors.Add(1)
+		return fmt.Errorf("cache: encode %q: %w", key, err)
+	}
+	return c.setEntry(ctx, st, key, gen, payload, ttl)
+}
+
+// entryPool recycles the buffers entries are assembled in: go-redis has
+// written the bytes to the socket by the time Set returns.
+var entryPool = sync.Pool{New: func() any { return new([]byte) }}
+
+const maxPooledEntry = 64 << 10
+
+// setEntry stores payload under key, tagged with gen: the prefix's generation
+// when the value was read from its source, so a value loaded before an
+// invalidation cannot outlive it.
+func (c *Cache) setEntry(ctx context.Context, st *prefixState, key string, gen int64, payload []byte, ttl time.Duration) error {
+	cl := c.client.Load()
+	if cl == nil {
+		st.errors.Add(1)
+		return c.unavailable()
+	}
+	if ttl <= 0 {
+		ttl = time.Duration(st.ttl.Load())
+		if ttl <= 0 {
+			ttl = c.cfg.DefaultTTL
+		}
+	}
+	bp := entryPool.Get().(*[]byte)
+	b := keyspace.AppendEntry((*bp)[:0], gen, payload)
+	octx, cancel := c.opCtx(ctx)
+	err := cl.Set(octx, c.space.DataKey(key), b, ttl).Err()
+	cancel()
+	if cap(b) <= maxPooledEntry {
+		*bp = b
+		entryPool.Put(bp)
+	}
+	if err != nil {
+		c.countError(ctx, st)
+		return opError("set", key, err)
+	}
+	return nil
+}
+
+// Delete removes keys and returns how many existed.
+func (c *Cache) Delete(ctx context.Context, keys ...string) (int64, error) {
+	if len(keys) == 0 {
+		return 0, nil
+	}
+	st := c.state(keyspace.PrefixOf(keys[0]))
+	cl := c.client.Load()
+	if cl == nil {
+		st.errors.Add(1)
+		return 0, c.unavailable()
+	}
+	redisKeys := make([]string, len(keys))
+	for i, k := range keys {
+		redisKeys[i] = c.space.DataKey(k)
+	}
+	octx, cancel := c.opCtx(ctx)
+	n, err := cl.Unlink(octx, redisKeys...).Result()
+	cancel()
+	if err != nil {
+		c.countError(ctx, st)
+		return 0, opError("delete", keys[0], err)
+	}
+	return n, nil
+}
+
+// Exists reports whether key is stored. It does not read the entry, so it also
+// reports entries that Get would treat as invalidated until they are deleted.
+func (c *Cache) Exists(ctx context.Context, key string) (bool, error) {
+	st := c.state(keyspace.PrefixOf(key))
+	cl := c.client.Load()
+	if cl == nil {
+		st.errors.Add(1)
+		return false, c.unavailable()
+	}
+	octx, cancel := c.opCtx(ctx)
+	n, err := cl.Exists(octx, c.space.DataKey(key)).Result()
+	cancel()
+	if err != nil {
+		c.countError(ctx, st)
+		return false, opError("exists", key, err)
+	}
+	return n > 0, nil
+}
+
+// TTL returns the time key has left, to the millisecond. A missing key is
+// ErrNotFound; a key without expiry (not written by Set) reports -1.
+func (c *Cache) TTL(ctx context.Context, key string) (time.Duration, error) {
+	st := c.state(keyspace.PrefixOf(key))
+	cl := c.client.Load()
+	if cl == nil {
+		st.errors.Add(1)
+		return 0, c.unavailable()
+	}
+	octx, cancel := c.opCtx(ctx)
+	d, err := cl.PTTL(octx, c.space.DataKey(key)).Result()
+	cancel()
+	switch {
+	case err != nil:
+		c.countError(ctx, st)
+		return 0, opError("ttl", key, err)
+	case d == -2:
+		return 0, fmt.Errorf("cache: ttl %q: %w", key, ErrNotFound)
+	}
+	return d, nil
+}
+
+// Invalidate deletes every key matching the glob pattern (Redis syntax: *, ?,
+// [...], \ escapes), relative to the KeyPrefix, and returns how many it
+// deleted. It walks the keyspace with SCAN and UNLINKs in batches, so it does
+// not block Redis, but its time grows with the whole database, not just the
+// matches; each round trip is bounded by SocketTimeout, the whole call only by
+// ctx. With an empty KeyPrefix a pattern such as "*" also matches the control
+// keys of a CachePolicy (they start with "{cacheplane:").
+func (c *Cache) Invalidate(ctx context.Context, pattern string) (int64, error) {
+	st := c.state(statsPrefixOfPattern(pattern))
+	cl := c.client.Load()
+	if cl == nil {
+		st.errors.Add(1)
+		return 0, c.unavailable()
+	}
+	n, err := purge.All(ctx, cl, c.space.Pattern(pattern), purge.Options{})
+	if err != nil {
+		c.countError(ctx, st)
+		return n, opError("invalidate", pattern, err)
+	}
+	return n, nil
+}
+
+// statsPrefixOfPattern attributes an Invalidate to the prefix its pattern
+// names, or to otherPrefix when the glob reaches into the prefix itself.
+func statsPrefixOfPattern(pattern string) string {
+	p := keyspace.PrefixOf(pattern)
+	if strings.ContainsAny(p, `*?[]\`) {
+		return otherPrefix
+	}
+	return p
+}
+
+// prefixPattern is the relative glob of every key of prefix, taken literally.
+func prefixPattern(prefix string) string {
+	return keyspace.EscapeGlob(prefix) + keyspace.Separator + "*"
+}
+
+type jsonCodec struct{}
+
+func (jsonCodec) Marshal(v any) ([]byte, error) { return json.Marshal(v) }
+
+func (jsonCodec) Unmarshal(data []byte, v any) error { return json.Unmarshal(data, v) }
