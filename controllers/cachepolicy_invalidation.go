@@ -213,7 +213,7 @@ func parseCursors(in []cachev1alpha1.ScanCursor) ([]NodeCursor, error) {
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, NodeCursor{Node: c.Node, Cursor: cur, Done: c.Done})
+		out = append(out, NodeCursor{Node: c.Node, Cursor: cur, Done: c.Done, RunID: c.ServerRunID})
 	}
 	return out, nil
 }
@@ -221,7 +221,7 @@ func parseCursors(in []cachev1alpha1.ScanCursor) ([]NodeCursor, error) {
 func formatCursors(in []NodeCursor) []cachev1alpha1.ScanCursor {
 	out := make([]cachev1alpha1.ScanCursor, 0, len(in))
 	for _, c := range in {
-		sc := cachev1alpha1.ScanCursor{Node: c.Node, Done: c.Done}
+		sc := cachev1alpha1.ScanCursor{Node: c.Node, Done: c.Done, ServerRunID: c.RunID}
 		if !c.Done {
 			sc.Cursor = purge.FormatCursor(c.Cursor)
 		}

@@ -1,8 +1,13 @@
 package controllers
 
 import (
+	"cmp"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -23,16 +28,19 @@ const redisTimeout = 5 * time.Second
 // outcome in the RedisConnected condition. It reports whether Redis answered.
 func (r *CachePolicyReconciler) connect(ctx context.Context, s *scope) bool {
 	p := s.policy
-	opts, reason, err := r.connectionOptions(ctx, p)
+	opts, fp, reason, err := r.connectionOptions(ctx, p)
 	if err == nil {
 		var store Store
-		if store, err = r.stores.get(types.NamespacedName{Namespace: p.Namespace, Name: p.Name}, opts); err == nil {
+		reason = cachev1alpha1.ReasonRedisUnreachable
+		if store, err = r.stores.get(types.NamespacedName{Namespace: p.Namespace, Name: p.Name}, fp, opts); err == nil {
 			pingCtx, cancel := context.WithTimeout(ctx, redisTimeout)
 			err = store.Ping(pingCtx)
 			cancel()
-			reason = cachev1alpha1.ReasonRedisUnreachable
-			if isAuthError(err) {
+			switch {
+			case isAuthError(err):
 				reason = cachev1alpha1.ReasonRedisAuthFailed
+			case isTLSError(err):
+				reason = cachev1alpha1.ReasonTLSFailed
 			}
 			if err == nil {
 				s.store = store
@@ -74,35 +82,80 @@ func backoff(lasted time.Duration) time.Duration {
 }
 
 // connectionOptions builds the policy's Redis options, reading the password
-// from its Secret. The reason names what to fix when it fails.
-func (r *CachePolicyReconciler) connectionOptions(ctx context.Context, p *cachev1alpha1.CachePolicy) (redisconn.Options, string, error) {
+// and TLS material from their Secrets, and a fingerprint of all of it. The
+// reason names what to fix when it fails.
+func (r *CachePolicyReconciler) connectionOptions(ctx context.Context, p *cachev1alpha1.CachePolicy) (redisconn.Options, string, string, error) {
+	spec := p.Spec.Redis
 	o := redisconn.Options{
-		URL:      p.Spec.Redis.URL,
-		Username: p.Spec.Redis.Username,
-		Timeout:  redisTimeout,
-		PoolSize: 4,
+		Mode:       string(spec.Mode),
+		URL:        spec.URL,
+		Addrs:      spec.Addresses,
+		MasterName: spec.MasterName,
+		Username:   spec.Username,
+		Timeout:    redisTimeout,
+		PoolSize:   8,
 	}
-	ref := p.Spec.Redis.PasswordSecretRef
-	if ref == nil {
-		return o, "", nil
-	}
-	key := ref.Key
-	if key == "" {
-		key = cachev1alpha1.DefaultPasswordKey
-	}
-	secret := &corev1.Secret{}
-	if err := r.Get(ctx, types.NamespacedName{Namespace: p.Namespace, Name: ref.Name}, secret); err != nil {
-		if apierrors.IsNotFound(err) {
-			return o, cachev1alpha1.ReasonSecretNotFound, fmt.Errorf("Secret %q (spec.redis.passwordSecretRef) not found in namespace %q", ref.Name, p.Namespace)
+	specJSON, _ := json.Marshal(spec) // plain strings and bools cannot fail
+	parts := [][]byte{specJSON}
+	if ref := spec.PasswordSecretRef; ref != nil {
+		key := cmp.Or(ref.Key, cachev1alpha1.DefaultPasswordKey)
+		pw, err := r.secretKey(ctx, p.Namespace, ref.Name, key, "spec.redis.passwordSecretRef")
+		if err != nil {
+			return o, "", cachev1alpha1.ReasonSecretNotFound, err
 		}
-		return o, cachev1alpha1.ReasonSecretNotFound, fmt.Errorf("read Secret %q: %w", ref.Name, err)
+		o.Password = string(pw)
+		parts = append(parts, pw)
 	}
-	pw, ok := secret.Data[key]
+	if t := spec.TLS; t != nil && (t.Enabled || strings.HasPrefix(spec.URL, "rediss://")) {
+		cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: t.ServerName, InsecureSkipVerify: t.InsecureSkipVerify}
+		if ref := t.CASecretRef; ref != nil {
+			ca, err := r.secretKey(ctx, p.Namespace, ref.Name, "ca.crt", "spec.redis.tls.caSecretRef")
+			if err != nil {
+				return o, "", cachev1alpha1.ReasonSecretNotFound, err
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(ca) {
+				return o, "", cachev1alpha1.ReasonTLSFailed, fmt.Errorf("Secret %q key ca.crt (spec.redis.tls.caSecretRef) holds no PEM certificate", ref.Name)
+			}
+			cfg.RootCAs = pool
+			parts = append(parts, ca)
+		}
+		if ref := t.ClientCertSecretRef; ref != nil {
+			crt, err := r.secretKey(ctx, p.Namespace, ref.Name, corev1.TLSCertKey, "spec.redis.tls.clientCertSecretRef")
+			if err != nil {
+				return o, "", cachev1alpha1.ReasonSecretNotFound, err
+			}
+			key, err := r.secretKey(ctx, p.Namespace, ref.Name, corev1.TLSPrivateKeyKey, "spec.redis.tls.clientCertSecretRef")
+			if err != nil {
+				return o, "", cachev1alpha1.ReasonSecretNotFound, err
+			}
+			pair, err := tls.X509KeyPair(crt, key)
+			if err != nil {
+				return o, "", cachev1alpha1.ReasonTLSFailed, fmt.Errorf("Secret %q (spec.redis.tls.clientCertSecretRef) holds no usable tls.crt/tls.key pair", ref.Name)
+			}
+			cfg.Certificates = []tls.Certificate{pair}
+			parts = append(parts, crt, key)
+		}
+		o.TLS = cfg
+	}
+	return o, fingerprint(parts...), "", nil
+}
+
+// secretKey reads one key of a Secret in ns; field names the spec field that
+// references it, for the message.
+func (r *CachePolicyReconciler) secretKey(ctx context.Context, ns, name, key, field string) ([]byte, error) {
+	secret := &corev1.Secret{}
+	if err := r.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, secret); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, fmt.Errorf("Secret %q (%s) not found in namespace %q", name, field, ns)
+		}
+		return nil, fmt.Errorf("read Secret %q (%s): %w", name, field, err)
+	}
+	v, ok := secret.Data[key]
 	if !ok {
-		return o, cachev1alpha1.ReasonSecretNotFound, fmt.Errorf("Secret %q has no key %q (spec.redis.passwordSecretRef.key)", ref.Name, key)
+		return nil, fmt.Errorf("Secret %q has no key %q (%s)", name, key, field)
 	}
-	o.Password = string(pw)
-	return o, "", nil
+	return v, nil
 }
 
 // publishPolicy writes the declared prefixes' TTLs into the policy hash and

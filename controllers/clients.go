@@ -3,6 +3,7 @@ package controllers
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"sync"
 
 	"k8s.io/apimachinery/pkg/types"
@@ -10,51 +11,67 @@ import (
 	"github.com/cacheplane/cacheplane/internal/redisconn"
 )
 
-// storeCache keeps one open Store per policy and replaces it when the
-// connection options (URL, user, Secret's password) change.
+// storeCache shares one open Store among the policies whose connections are
+// built from the same inputs (a thousand policies on one Redis hold one pool,
+// not a thousand), and replaces a policy's store when its inputs change.
 type storeCache struct {
 	open StoreFactory
 
-	mu     sync.Mutex
-	stores map[types.NamespacedName]cachedStore
+	mu       sync.Mutex
+	byFP     map[string]*sharedStore
+	policyFP map[types.NamespacedName]string
 }
 
-type cachedStore struct {
-	fingerprint string
-	store       Store
+type sharedStore struct {
+	store Store
+	users int
 }
 
 func newStoreCache(open StoreFactory) *storeCache {
-	return &storeCache{open: open, stores: map[types.NamespacedName]cachedStore{}}
+	return &storeCache{open: open, byFP: map[string]*sharedStore{}, policyFP: map[types.NamespacedName]string{}}
 }
 
-// get returns the policy's store for o, opening a new one when o changed.
-func (c *storeCache) get(policy types.NamespacedName, o redisconn.Options) (Store, error) {
-	fp := fingerprint(o)
+// get returns the store for a connection fingerprinted fp, opening it on
+// first use, and moves the policy to it.
+func (c *storeCache) get(policy types.NamespacedName, fp string, o redisconn.Options) (Store, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if cur, ok := c.stores[policy]; ok {
-		if cur.fingerprint == fp {
-			return cur.store, nil
+	if c.policyFP[policy] == fp {
+		return c.byFP[fp].store, nil
+	}
+	shared, ok := c.byFP[fp]
+	if !ok {
+		s, err := c.open(o)
+		if err != nil {
+			return nil, err
 		}
-		_ = cur.store.Close()
-		delete(c.stores, policy)
+		shared = &sharedStore{store: s}
+		c.byFP[fp] = shared
 	}
-	s, err := c.open(o)
-	if err != nil {
-		return nil, err
-	}
-	c.stores[policy] = cachedStore{fingerprint: fp, store: s}
-	return s, nil
+	c.releaseLocked(policy)
+	shared.users++
+	c.policyFP[policy] = fp
+	return shared.store, nil
 }
 
-// forget closes the policy's store, if any.
+// forget releases the policy's store; the last user closes it.
 func (c *storeCache) forget(policy types.NamespacedName) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if cur, ok := c.stores[policy]; ok {
-		_ = cur.store.Close()
-		delete(c.stores, policy)
+	c.releaseLocked(policy)
+}
+
+func (c *storeCache) releaseLocked(policy types.NamespacedName) {
+	fp, ok := c.policyFP[policy]
+	if !ok {
+		return
+	}
+	delete(c.policyFP, policy)
+	if shared := c.byFP[fp]; shared != nil {
+		if shared.users--; shared.users <= 0 {
+			_ = shared.store.Close()
+			delete(c.byFP, fp)
+		}
 	}
 }
 
@@ -62,19 +79,21 @@ func (c *storeCache) forget(policy types.NamespacedName) {
 func (c *storeCache) closeAll() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for k, cur := range c.stores {
-		_ = cur.store.Close()
-		delete(c.stores, k)
+	for fp, shared := range c.byFP {
+		_ = shared.store.Close()
+		delete(c.byFP, fp)
 	}
+	clear(c.policyFP)
 }
 
-// fingerprint identifies connection options without keeping the password in a
-// comparable (and printable) field.
-func fingerprint(o redisconn.Options) string {
+// fingerprint identifies a connection by everything it is built from (spec
+// fields, the password, TLS material) without keeping any of it in a
+// comparable, printable field.
+func fingerprint(parts ...[]byte) string {
 	h := sha256.New()
-	for _, s := range []string{o.URL, o.Username, o.Password} {
-		h.Write([]byte(s))
-		h.Write([]byte{0})
+	for _, p := range parts {
+		fmt.Fprintf(h, "%d:", len(p))
+		h.Write(p)
 	}
 	return hex.EncodeToString(h.Sum(nil))
 }

@@ -25,6 +25,14 @@ func indexReferences(ctx context.Context, idx client.FieldIndexer) error {
 		if ref := p.Spec.Redis.PasswordSecretRef; ref != nil {
 			names = append(names, ref.Name)
 		}
+		if t := p.Spec.Redis.TLS; t != nil {
+			if t.CASecretRef != nil {
+				names = append(names, t.CASecretRef.Name)
+			}
+			if t.ClientCertSecretRef != nil {
+				names = append(names, t.ClientCertSecretRef.Name)
+			}
+		}
 		return append(names, watchedNames(p, cachev1alpha1.WatchKindSecret)...)
 	}); err != nil {
 		return err

@@ -2,8 +2,13 @@ package controllers
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -47,6 +52,9 @@ type NodeCursor struct {
 	Node   string
 	Cursor uint64
 	Done   bool
+	// RunID is the Redis process the cursor belongs to; a cursor from another
+	// process (restart, failover) is discarded.
+	RunID string
 }
 
 // Counters are a prefix's cumulative hit, miss and error counts.
@@ -58,9 +66,10 @@ type Counters struct {
 // topologies plug in here.
 type StoreFactory func(redisconn.Options) (Store, error)
 
-// NewRedisStore is the StoreFactory for a standalone Redis server.
+// NewRedisStore is the StoreFactory for every topology redisconn supports:
+// a standalone server, a Redis Cluster, or a master behind Sentinel.
 func NewRedisStore(o redisconn.Options) (Store, error) {
-	c, err := redisconn.New(o)
+	c, err := redisconn.NewUniversal(o)
 	if err != nil {
 		return nil, err
 	}
@@ -68,7 +77,7 @@ func NewRedisStore(o redisconn.Options) (Store, error) {
 }
 
 type redisStore struct {
-	c *redis.Client
+	c redis.UniversalClient
 }
 
 func (s *redisStore) Ping(ctx context.Context) error { return s.c.Ping(ctx).Err() }
@@ -122,10 +131,15 @@ func (s *redisStore) SyncPolicy(ctx context.Context, space keyspace.Space, ttls 
 		if len(del) > 0 {
 			p.HDel(ctx, space.PolicyKey(), del...)
 		}
-		p.Publish(ctx, space.EventsChannel(), keyspace.Event{Type: keyspace.EventPolicyChanged}.Marshal())
 		return nil
 	})
-	return gens, err
+	if err != nil {
+		return nil, err
+	}
+	// Published once the hash holds the change, so a library that re-reads on
+	// the event sees it. (Inside the transaction a Redis Cluster client could
+	// route the keyless PUBLISH to another node, ahead of the write.)
+	return gens, s.c.Publish(ctx, space.EventsChannel(), keyspace.Event{Type: keyspace.EventPolicyChanged}.Marshal()).Err()
 }
 
 // bumpScript raises one prefix's generation atomically and publishes it, so a
@@ -158,24 +172,119 @@ func (s *redisStore) BumpGenerations(ctx context.Context, space keyspace.Space, 
 }
 
 func (s *redisStore) Purge(ctx context.Context, pattern string, cursors []NodeCursor, opt purge.Options, progress func([]NodeCursor, int64) error) error {
-	// A standalone server is one node, named "".
-	var from uint64
-	if len(cursors) > 0 {
-		if cursors[0].Done {
+	cc, ok := s.c.(*redis.ClusterClient)
+	if !ok {
+		// A standalone server (or Sentinel's current master) is one node, "".
+		var from NodeCursor
+		if len(cursors) > 0 {
+			from = cursors[0]
+		}
+		from, err := sameProcess(ctx, s.c, from)
+		if err != nil {
+			return err
+		}
+		if from.Done {
 			return nil
 		}
-		from = cursors[0].Cursor
+		return purgeNode(ctx, s.c, pattern, from, opt, func(cur NodeCursor, delta int64) error {
+			return progress([]NodeCursor{cur}, delta)
+		})
 	}
+
+	// Redis Cluster: every master in parallel, each from its own cursor.
+	// Masters unknown to the checkpoint (the cluster changed) start afresh.
+	opt.Cluster = true
+	var (
+		mu    sync.Mutex
+		state = map[string]NodeCursor{}
+	)
+	for _, c := range cursors {
+		state[c.Node] = c
+	}
+	snapshot := func() []NodeCursor {
+		out := make([]NodeCursor, 0, len(state))
+		for _, c := range state {
+			out = append(out, c)
+		}
+		slices.SortFunc(out, func(a, b NodeCursor) int { return strings.Compare(a.Node, b.Node) })
+		return out
+	}
+	var errs []error
+	_ = cc.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
+		addr := node.Options().Addr
+		mu.Lock()
+		from := state[addr]
+		mu.Unlock()
+		from, err := sameProcess(ctx, node, from)
+		if err == nil && from.Done {
+			return nil
+		}
+		from.Node = addr
+		mu.Lock()
+		state[addr] = from
+		mu.Unlock()
+		if err == nil {
+			err = purgeNode(ctx, node, pattern, from, opt, func(cur NodeCursor, delta int64) error {
+				mu.Lock()
+				defer mu.Unlock()
+				cur.Node = addr
+				state[addr] = cur
+				return progress(snapshot(), delta)
+			})
+		}
+		if err != nil {
+			mu.Lock()
+			errs = append(errs, err)
+			mu.Unlock()
+		}
+		return nil
+	})
+	if len(errs) == 0 {
+		return nil
+	}
+	// A real failure outranks a spent time slice.
+	for _, err := range errs {
+		if !errors.Is(err, errSliceSpent) {
+			return err
+		}
+	}
+	return errs[0]
+}
+
+// purgeNode runs one node's purge from its cursor and reports the cursor and
+// the keys deleted since the last report; the final report has Done set.
+func purgeNode(ctx context.Context, c redis.Cmdable, pattern string, from NodeCursor, opt purge.Options, report func(NodeCursor, int64) error) error {
 	var reported int64
-	total, err := purge.Node(ctx, s.c, pattern, from, opt, func(cursor uint64, deleted int64) error {
+	total, err := purge.Node(ctx, c, pattern, from.Cursor, opt, func(cursor uint64, deleted int64) error {
 		delta := deleted - reported
 		reported = deleted
-		return progress([]NodeCursor{{Cursor: cursor}}, delta)
+		return report(NodeCursor{Cursor: cursor, RunID: from.RunID}, delta)
 	})
 	if err != nil {
 		return err
 	}
-	return progress([]NodeCursor{{Done: true}}, total-reported)
+	return report(NodeCursor{Done: true, RunID: from.RunID}, total-reported)
+}
+
+// sameProcess returns the cursor to continue from on the node's current
+// process: the saved one if it was taken on this process, else the start. A
+// SCAN cursor is a position in one process's hash table; a restarted or
+// promoted server seeds its hash differently, so an old cursor would skip keys.
+func sameProcess(ctx context.Context, c redis.Cmdable, saved NodeCursor) (NodeCursor, error) {
+	info, err := c.Info(ctx, "server").Result()
+	if err != nil {
+		return saved, err
+	}
+	runID := ""
+	for _, line := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "run_id:"); ok {
+			runID = v
+		}
+	}
+	if saved.RunID != runID {
+		return NodeCursor{Node: saved.Node, RunID: runID}, nil
+	}
+	return saved, nil
 }
 
 func (s *redisStore) ReadStats(ctx context.Context, space keyspace.Space, prefixes []string) (map[string]Counters, error) {
@@ -207,12 +316,10 @@ func (s *redisStore) DeletePolicy(ctx context.Context, space keyspace.Space, sta
 	for _, prefix := range statsOf {
 		keys = append(keys, space.StatsKey(prefix))
 	}
-	_, err := s.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.Del(ctx, keys...)
-		p.Publish(ctx, space.EventsChannel(), keyspace.Event{Type: keyspace.EventPolicyChanged}.Marshal())
-		return nil
-	})
-	return err
+	if err := s.c.Del(ctx, keys...).Err(); err != nil { // one hash tag: one slot
+		return err
+	}
+	return s.c.Publish(ctx, space.EventsChannel(), keyspace.Event{Type: keyspace.EventPolicyChanged}.Marshal()).Err()
 }
 
 // isAuthError tells credentials problems from an unreachable server, so the
@@ -224,9 +331,19 @@ func isAuthError(err error) bool {
 	var re redis.Error
 	if errors.As(err, &re) {
 		msg := re.Error()
-		return hasPrefix(msg, "WRONGPASS") || hasPrefix(msg, "NOAUTH") || hasPrefix(msg, "NOPERM")
+		return strings.HasPrefix(msg, "WRONGPASS") || strings.HasPrefix(msg, "NOAUTH") || strings.HasPrefix(msg, "NOPERM")
 	}
 	return false
 }
 
-func hasPrefix(s, p string) bool { return len(s) >= len(p) && s[:len(p)] == p }
+// isTLSError tells a failed TLS handshake (wrong CA, name or client
+// certificate) from an unreachable server.
+func isTLSError(err error) bool {
+	var verify *tls.CertificateVerificationError
+	var unknown x509.UnknownAuthorityError
+	var hostname x509.HostnameError
+	var alert tls.AlertError
+	var record tls.RecordHeaderError
+	return errors.As(err, &verify) || errors.As(err, &unknown) || errors.As(err, &hostname) ||
+		errors.As(err, &alert) || errors.As(err, &record)
+}

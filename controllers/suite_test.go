@@ -68,40 +68,20 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// startManager runs the controller in-process, as cmd/manager wires it.
+// startManager runs the package's controller in-process, as cmd/manager
+// wires it.
 func startManager() error {
 	managerMu.Lock()
 	defer managerMu.Unlock()
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                 testenv.Scheme(),
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
-		Controller:             config.Controller{SkipNameValidation: ptr.To(true)}, // restarted in one process
-	})
+	m, err := runManager(managerOptions{})
 	if err != nil {
 		return err
 	}
-	r := &controllers.CachePolicyReconciler{
-		Client:   mgr.GetClient(),
-		Recorder: mgr.GetEventRecorder("cachepolicy-controller"),
-		RunSlice: 200 * time.Millisecond,
-	}
-	if err := r.SetupWithManager(mgr); err != nil {
-		return err
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := mgr.Start(ctx); err != nil {
-			fmt.Fprintln(os.Stderr, "manager:", err)
-		}
-	}()
-	stopMgr, mgrDone = cancel, done
+	stopMgr, mgrDone = m.cancel, m.done
 	return nil
 }
 
-// stopManager stops the controller as a SIGTERM would and waits for it.
+// stopManager stops the package's controller as a SIGTERM would and waits.
 func stopManager() {
 	managerMu.Lock()
 	defer managerMu.Unlock()
@@ -110,6 +90,69 @@ func stopManager() {
 		<-mgrDone
 		stopMgr = nil
 	}
+}
+
+type managerOptions struct {
+	// leaderElection runs the manager as one of several replicas.
+	leaderElection bool
+	// identity names the replica in the Lease.
+	identity string
+}
+
+type runningManager struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+	// elected is closed when this replica becomes the leader.
+	elected <-chan struct{}
+}
+
+func (m *runningManager) stop() {
+	m.cancel()
+	<-m.done
+}
+
+func runManager(o managerOptions) (*runningManager, error) {
+	opts := ctrl.Options{
+		Scheme:                 testenv.Scheme(),
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		Controller:             config.Controller{SkipNameValidation: ptr.To(true)}, // several in one process
+	}
+	if o.leaderElection {
+		// Short lease times, so a killed leader is replaced within seconds.
+		opts.LeaderElection = true
+		opts.LeaderElectionID = "cacheplane-test"
+		opts.LeaderElectionNamespace = "default"
+		opts.LeaseDuration = ptr.To(2 * time.Second)
+		opts.RenewDeadline = ptr.To(1500 * time.Millisecond)
+		opts.RetryPeriod = ptr.To(200 * time.Millisecond)
+		opts.LeaderElectionReleaseOnCancel = false // a kill does not release the lease
+	}
+	mcfg := rest.CopyConfig(cfg)
+	if o.identity != "" {
+		mcfg.UserAgent = o.identity
+	}
+	mgr, err := ctrl.NewManager(mcfg, opts)
+	if err != nil {
+		return nil, err
+	}
+	r := &controllers.CachePolicyReconciler{
+		Client:   mgr.GetClient(),
+		Recorder: mgr.GetEventRecorder("cachepolicy-controller"),
+		RunSlice: 200 * time.Millisecond,
+	}
+	if err := r.SetupWithManager(mgr); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := mgr.Start(ctx); err != nil && ctx.Err() == nil {
+			fmt.Fprintln(os.Stderr, "manager:", err)
+		}
+	}()
+	return &runningManager{cancel: cancel, done: done, elected: mgr.Elected()}, nil
 }
 
 // namespace creates a namespace for one test.

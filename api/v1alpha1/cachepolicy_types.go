@@ -57,6 +57,9 @@ const (
 	// ReasonInvalidationFailed: the last invalidation run failed and is
 	// being retried with backoff.
 	ReasonInvalidationFailed = "InvalidationFailed"
+	// ReasonTLSFailed: the TLS handshake with Redis failed (wrong CA,
+	// server name, or client certificate).
+	ReasonTLSFailed = "TLSFailed"
 )
 
 // InvalidationPhase is the state of an invalidation run.
@@ -194,11 +197,31 @@ type CachePolicySpec struct {
 	DeletionPolicy DeletionPolicy `json:"deletionPolicy,omitempty"`
 }
 
+// RedisMode is the topology of a policy's Redis.
+// +kubebuilder:validation:Enum=Standalone;Cluster;Sentinel
+type RedisMode string
+
+// The Redis topologies.
+const (
+	// RedisModeStandalone is one server (or a proxy in front of several).
+	RedisModeStandalone RedisMode = "Standalone"
+	// RedisModeCluster is a Redis Cluster: invalidations scan every master.
+	RedisModeCluster RedisMode = "Cluster"
+	// RedisModeSentinel is a master watched by Redis Sentinel, followed
+	// through failovers.
+	RedisModeSentinel RedisMode = "Sentinel"
+)
+
 // RedisSpec says how to connect to Redis.
+// +kubebuilder:validation:XValidation:rule=`!has(self.mode) || self.mode != 'Sentinel' || (has(self.masterName) && self.masterName != '')`,message="masterName is required in Sentinel mode: name the master the sentinels watch (sentinel monitor <name> ...)"
+// +kubebuilder:validation:XValidation:rule=`!has(self.addresses) || size(self.addresses) == 0 || (has(self.mode) && self.mode != 'Standalone')`,message="addresses apply to Cluster and Sentinel mode; in Standalone mode give only url"
+// +kubebuilder:validation:XValidation:rule=`!has(self.masterName) || self.masterName == '' || (has(self.mode) && self.mode == 'Sentinel')`,message="masterName applies only to Sentinel mode; set mode: Sentinel or remove masterName"
 type RedisSpec struct {
 	// url is the address of Redis: redis://host:port/db, or rediss:// for TLS.
-	// For Redis Cluster give the address of any node. It must not contain a
-	// username or password: use username and passwordSecretRef.
+	// In Cluster mode it is one seed node (any node of the cluster); in
+	// Sentinel mode it is one sentinel, and its path selects the database. It
+	// must not contain a username or password: use username and
+	// passwordSecretRef.
 	// Example: redis://redis.cache.svc:6379/0.
 	// +required
 	// +kubebuilder:validation:MaxLength=1024
@@ -218,6 +241,77 @@ type RedisSpec struct {
 	// or logs. Default: no password.
 	// +optional
 	PasswordSecretRef *SecretKeyRef `json:"passwordSecretRef,omitempty"`
+
+	// mode is the topology: Standalone (one server), Cluster (Redis Cluster;
+	// invalidations scan every master) or Sentinel (a master found through
+	// sentinels, followed through failovers).
+	// Default: Standalone.
+	// +optional
+	// +kubebuilder:default=Standalone
+	Mode RedisMode `json:"mode,omitempty"`
+
+	// addresses are more cluster seed nodes (Cluster mode) or more sentinels
+	// (Sentinel mode) besides the one in url, as host:port.
+	// Example: [redis-1.cache.svc:6379, redis-2.cache.svc:6379].
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MaxLength=261
+	// +kubebuilder:validation:items:XValidation:rule=`self.matches('^[^\\s/@]+:[0-9]{1,5}$')`,message="each address must be host:port, such as redis-1.cache.svc:6379"
+	Addresses []string `json:"addresses,omitempty"`
+
+	// masterName is the name the sentinels know the master by (Sentinel mode
+	// only). Example: mymaster.
+	// +optional
+	// +kubebuilder:validation:MaxLength=256
+	MasterName string `json:"masterName,omitempty"`
+
+	// tls configures TLS beyond what a rediss:// url turns on: the CA to
+	// trust, a client certificate, the server name to verify.
+	// Default: TLS only for rediss:// urls, verified against the system roots.
+	// +optional
+	TLS *RedisTLSSpec `json:"tls,omitempty"`
+}
+
+// RedisTLSSpec configures TLS to Redis.
+// +kubebuilder:validation:XValidation:rule=`!(has(self.insecureSkipVerify) && self.insecureSkipVerify && has(self.caSecretRef))`,message="insecureSkipVerify skips the check that caSecretRef is for; set one or the other"
+type RedisTLSSpec struct {
+	// enabled turns TLS on for a redis:// url too (a rediss:// url always
+	// uses TLS). Default: false.
+	// +optional
+	Enabled bool `json:"enabled,omitempty"`
+
+	// caSecretRef names a Secret in the policy's namespace whose key ca.crt
+	// holds the PEM certificates of the CA that signed the server's
+	// certificate. Default: the system's roots.
+	// +optional
+	CASecretRef *LocalSecretRef `json:"caSecretRef,omitempty"`
+
+	// clientCertSecretRef names a kubernetes.io/tls Secret in the policy's
+	// namespace (keys tls.crt and tls.key) to present as client certificate,
+	// for servers with tls-auth-clients yes. Default: none.
+	// +optional
+	ClientCertSecretRef *LocalSecretRef `json:"clientCertSecretRef,omitempty"`
+
+	// serverName is the name to verify the server's certificate against.
+	// Default: the host of url.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	ServerName string `json:"serverName,omitempty"`
+
+	// insecureSkipVerify accepts any server certificate. For tests only: it
+	// makes TLS useless against an attacker on the network. Default: false.
+	// +optional
+	InsecureSkipVerify bool `json:"insecureSkipVerify,omitempty"`
+}
+
+// LocalSecretRef names a Secret in the policy's namespace.
+type LocalSecretRef struct {
+	// name is the name of the Secret.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
 }
 
 // SecretKeyRef selects one key of a Secret in the policy's namespace.
@@ -497,6 +591,14 @@ type ScanCursor struct {
 	// done is true when the node's SCAN for the current pattern finished.
 	// +optional
 	Done bool `json:"done,omitempty"`
+
+	// serverRunID is the run_id of the Redis process the cursor belongs to.
+	// A cursor means nothing to another process (a restarted or failed-over
+	// server hashes keys with a new seed), so when it changes the node's scan
+	// starts over.
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	ServerRunID string `json:"serverRunID,omitempty"`
 }
 
 // WatchedObjectStatus is the last seen data of a watched object.
