@@ -2,7 +2,6 @@ package cache_test
 
 import (
 	"context"
-	"io"
 	"net"
 	"os"
 	"strings"
@@ -88,116 +87,16 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 	}
 }
 
-// stallProxy forwards TCP to a server until Stall, from which point it keeps
-// accepting connections and reading requests but forwards nothing: a server
-// that hangs, not one that refuses.
-type stallProxy struct {
-	ln     net.Listener
-	target string
-
-	mu     sync.Mutex
-	resume chan struct{} // non-nil while stalled
-	conns  []net.Conn
-	closed bool
-}
-
-func startStallProxy(t testing.TB, target string) *stallProxy {
+// startStallProxy starts a proxy to target that a test can stall
+// (testredis.Proxy), closed when the test ends.
+func startStallProxy(t testing.TB, target string) *testredis.Proxy {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := testredis.StartProxy(target)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &stallProxy{ln: ln, target: target}
-	go p.serve()
-	t.Cleanup(p.close)
+	t.Cleanup(p.Close)
 	return p
-}
-
-// URL is a redis:// URL of database 0 through the proxy.
-func (p *stallProxy) URL() string { return "redis://" + p.ln.Addr().String() + "/0" }
-
-func (p *stallProxy) serve() {
-	for {
-		in, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		out, err := net.Dial("tcp", p.target)
-		if err != nil {
-			in.Close()
-			continue
-		}
-		if !p.track(in, out) {
-			return
-		}
-		go p.pipe(out, in)
-		go p.pipe(in, out)
-	}
-}
-
-func (p *stallProxy) track(conns ...net.Conn) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
-		for _, c := range conns {
-			c.Close()
-		}
-		return false
-	}
-	p.conns = append(p.conns, conns...)
-	return true
-}
-
-func (p *stallProxy) pipe(dst io.Writer, src io.Reader) {
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if n > 0 {
-			p.mu.Lock()
-			resume := p.resume
-			p.mu.Unlock()
-			if resume != nil {
-				<-resume
-			}
-			if _, err := dst.Write(buf[:n]); err != nil {
-				return
-			}
-		}
-		if err != nil {
-			return
-		}
-	}
-}
-
-// Stall stops forwarding until Resume.
-func (p *stallProxy) Stall() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.resume == nil {
-		p.resume = make(chan struct{})
-	}
-}
-
-// Resume forwards again, including what was held back.
-func (p *stallProxy) Resume() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.resume != nil {
-		close(p.resume)
-		p.resume = nil
-	}
-}
-
-func (p *stallProxy) close() {
-	p.Resume()
-	p.mu.Lock()
-	p.closed = true
-	conns := p.conns
-	p.mu.Unlock()
-	p.ln.Close()
-	for _, c := range conns {
-		c.Close()
-	}
 }
 
 // blackhole accepts connections and never answers.
