@@ -11,6 +11,9 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	dto "github.com/prometheus/client_model/go"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
 	cachev1alpha1 "github.com/cacheplane/cacheplane/api/v1alpha1"
 	"github.com/cacheplane/cacheplane/internal/keyspace"
 	"github.com/cacheplane/cacheplane/internal/testredis"
@@ -422,4 +425,79 @@ func TestInvalidScheduleIsACondition(t *testing.T) {
 		cur := get(t, p)
 		return conditionIs(cur, cachev1alpha1.ConditionReady, metav1.ConditionFalse, cachev1alpha1.ReasonInvalidSchedule), fmt.Sprintf("%+v", cur.Status.Conditions)
 	})
+}
+
+// The manager's Prometheus registry counts runs by trigger and result, keys
+// deleted and run durations.
+func TestMetrics(t *testing.T) {
+	ns := namespace(t)
+	kp := "metrics"
+	fill(t, kp+":users:%d", 250)
+	before := counterValue(t, "cacheplane_invalidation_keys_deleted_total", nil)
+	runsBefore := counterValue(t, "cacheplane_invalidation_runs_total", map[string]string{"trigger": "Token", "result": "success"})
+	p := newPolicy(ns, "p", kp)
+	if err := k8s.Create(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, p)
+	update(t, p, func(p *cachev1alpha1.CachePolicy) { p.Spec.Invalidation.Token = "m1" })
+	waitRun(t, p, cachev1alpha1.TriggerToken, "m1")
+	if d := counterValue(t, "cacheplane_invalidation_keys_deleted_total", nil) - before; d < 250 {
+		t.Errorf("keys deleted counter rose by %v, want >= 250", d)
+	}
+	if d := counterValue(t, "cacheplane_invalidation_runs_total", map[string]string{"trigger": "Token", "result": "success"}) - runsBefore; d < 1 {
+		t.Errorf("successful Token runs counter rose by %v, want >= 1", d)
+	}
+	if n := histogramCount(t, "cacheplane_invalidation_run_duration_seconds"); n < 1 {
+		t.Errorf("run duration histogram has %d observations", n)
+	}
+}
+
+func counterValue(t *testing.T, name string, labels map[string]string) float64 {
+	t.Helper()
+	var sum float64
+	for _, m := range gather(t, name) {
+		if matchLabels(m, labels) {
+			sum += m.GetCounter().GetValue()
+		}
+	}
+	return sum
+}
+
+func histogramCount(t *testing.T, name string) uint64 {
+	t.Helper()
+	var n uint64
+	for _, m := range gather(t, name) {
+		n += m.GetHistogram().GetSampleCount()
+	}
+	return n
+}
+
+func gather(t *testing.T, name string) []*dto.Metric {
+	t.Helper()
+	families, err := metrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() == name {
+			return f.GetMetric()
+		}
+	}
+	return nil
+}
+
+func matchLabels(m *dto.Metric, want map[string]string) bool {
+	for k, v := range want {
+		found := false
+		for _, l := range m.GetLabel() {
+			if l.GetName() == k && l.GetValue() == v {
+				found = true
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
 }
