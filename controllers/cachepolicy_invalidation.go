@@ -104,7 +104,7 @@ func (r *CachePolicyReconciler) newRun(s *scope, trigger string, sel selection) 
 // entries at once (generation bump), then the SCAN reclaim begins.
 func (r *CachePolicyReconciler) startRun(ctx context.Context, s *scope, run *cachev1alpha1.InvalidationStatus) bool {
 	p := s.policy
-	now := metav1.NewTime(s.now)
+	now := metav1.NewMicroTime(s.now)
 	run.StartedAt = &now
 	if len(run.Prefixes) > 0 {
 		cctx, cancel := context.WithTimeout(ctx, redisTimeout)
@@ -167,7 +167,7 @@ func (r *CachePolicyReconciler) advanceRun(ctx context.Context, s *scope) {
 func (r *CachePolicyReconciler) completeRun(s *scope) {
 	p := s.policy
 	run := p.Status.LastInvalidation
-	now := metav1.NewTime(time.Now())
+	now := metav1.NewMicroTime(time.Now())
 	run.Phase = cachev1alpha1.InvalidationComplete
 	run.CompletedAt = &now
 	run.Checkpoint = nil

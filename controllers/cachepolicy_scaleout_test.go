@@ -132,7 +132,7 @@ func TestRunSurvivesRedisCrash(t *testing.T) {
 	}
 	waitReady(t, p)
 	update(t, p, func(p *cachev1alpha1.CachePolicy) { p.Spec.Invalidation.Token = "k1" })
-	var started metav1.Time
+	var started metav1.MicroTime
 	eventually(t, 30*time.Second, func() (bool, string) {
 		run := get(t, p).Status.LastInvalidation
 		if run != nil && run.StartedAt != nil {
@@ -200,7 +200,7 @@ func TestLeaderFailoverResumesRun(t *testing.T) {
 	}
 	waitReady(t, p)
 	update(t, p, func(p *cachev1alpha1.CachePolicy) { p.Spec.Invalidation.Token = "h1" })
-	var started metav1.Time
+	var started metav1.MicroTime
 	eventually(t, 30*time.Second, func() (bool, string) {
 		run := get(t, p).Status.LastInvalidation
 		if run != nil && run.StartedAt != nil {

@@ -12,6 +12,7 @@ import (
 
 	cachev1alpha1 "github.com/cacheplane/cacheplane/api/v1alpha1"
 	"github.com/cacheplane/cacheplane/internal/keyspace"
+	"github.com/cacheplane/cacheplane/internal/redisconn"
 )
 
 // scope is one reconcile of one policy: the object being changed, its Redis,
@@ -34,7 +35,7 @@ type scope struct {
 func (r *CachePolicyReconciler) newScope(ctx context.Context, p *cachev1alpha1.CachePolicy) *scope {
 	return &scope{
 		policy: p,
-		space:  keyspace.New(p.Spec.KeyPrefix),
+		space:  keyspace.New(p.Spec.KeyPrefix).InDB(redisconn.DB(p.Spec.Redis.URL)),
 		now:    r.now(),
 		log:    log.FromContext(ctx),
 	}

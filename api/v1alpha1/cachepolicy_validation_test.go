@@ -172,6 +172,15 @@ func TestInvalidSpecsAreRejected(t *testing.T) {
 		{"url has a password only", set("redis.url", "rediss://:s3cret@redis:6380"), msgURLCredentials},
 		{"url has a user only", set("redis.url", "redis://app@redis"), msgURLCredentials},
 		{"url is missing", del("redis.url"), `spec.redis.url: Required value`},
+		{"mode is unknown", set("redis.mode", "Replicated"), `spec.redis.mode: Unsupported value: "Replicated"`},
+		{"Sentinel without masterName", set("redis.mode", "Sentinel"), "masterName is required in Sentinel mode"},
+		{"addresses in Standalone mode", set("redis.addresses", []any{"redis-1:6379"}), "addresses apply to Cluster and Sentinel mode"},
+		{"masterName outside Sentinel mode", set("redis.masterName", "mymaster"), "masterName applies only to Sentinel mode"},
+		{"address without port", func(m map[string]any) {
+			set("redis.mode", "Cluster")(m)
+			set("redis.addresses", []any{"redis-1"})(m)
+		}, "each address must be host:port"},
+		{"tls skips verification and names a CA", set("redis.tls", map[string]any{"insecureSkipVerify": true, "caSecretRef": map[string]any{"name": "ca"}}), "insecureSkipVerify skips the check that caSecretRef is for"},
 
 		{"keyPrefix is missing", del("keyPrefix"), `spec.keyPrefix: Required value`},
 		{"keyPrefix is empty", set("keyPrefix", ""), `spec.keyPrefix: Invalid value: "": spec.keyPrefix in body should be at least 1 chars long`},
@@ -276,6 +285,16 @@ func TestValidVariantsAreAccepted(t *testing.T) {
 		{"the valid spec itself", func(map[string]any) {}},
 		{"rediss with a cluster DNS name", set("redis.url", "rediss://redis-0.redis.cache.svc.cluster.local:6380")},
 		{"IPv6 host", set("redis.url", "redis://[::1]:6379/0")},
+		{"Redis Cluster with seeds", func(m map[string]any) {
+			set("redis.mode", "Cluster")(m)
+			set("redis.addresses", []any{"redis-1.cache.svc:6379", "10.0.0.8:7000"})(m)
+		}},
+		{"Sentinel with a master name", func(m map[string]any) {
+			set("redis.mode", "Sentinel")(m)
+			set("redis.masterName", "mymaster")(m)
+			set("redis.addresses", []any{"sentinel-1:26379"})(m)
+		}},
+		{"TLS with CA, client certificate and server name", set("redis.tls", map[string]any{"enabled": true, "caSecretRef": map[string]any{"name": "ca"}, "clientCertSecretRef": map[string]any{"name": "client"}, "serverName": "redis.cache.svc"})},
 		{"IP host without port or db", set("redis.url", "redis://10.0.0.7")},
 		{"URL with query options", set("redis.url", "redis://redis:6379/0?dial_timeout=3s&client_name=a@b")},
 		{"no credentials at all", del("redis.passwordSecretRef")},
@@ -437,6 +456,11 @@ func fullPolicy(ns string) *v1alpha1.CachePolicy {
 				URL:               "rediss://redis.cache.svc:6380/2",
 				Username:          "cacheplane",
 				PasswordSecretRef: &v1alpha1.SecretKeyRef{Name: "redis-auth", Key: "pw"},
+				Mode:              v1alpha1.RedisModeStandalone,
+				TLS: &v1alpha1.RedisTLSSpec{
+					CASecretRef: &v1alpha1.LocalSecretRef{Name: "redis-ca"},
+					ServerName:  "redis.cache.svc",
+				},
 			},
 			KeyPrefix:  "shop",
 			DefaultTTL: metav1.Duration{Duration: 2 * time.Minute},
@@ -484,6 +508,7 @@ func TestStatusRoundTrips(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := metav1.NewTime(time.Now().Truncate(time.Second))
+	micro := metav1.NewMicroTime(time.Now().Truncate(time.Microsecond))
 	p.Status = v1alpha1.CachePolicyStatus{
 		ObservedGeneration: p.Generation,
 		Conditions: []metav1.Condition{
@@ -498,8 +523,8 @@ func TestStatusRoundTrips(t *testing.T) {
 			Phase:       v1alpha1.InvalidationFailed,
 			Prefixes:    []string{"users"},
 			Patterns:    []string{`shop:users:42:*`, `shop:users:\*`},
-			StartedAt:   &now,
-			CompletedAt: &now,
+			StartedAt:   &micro,
+			CompletedAt: &micro,
 			KeysDeleted: 12345,
 			Attempts:    3,
 			Message:     "connection refused",

@@ -8,7 +8,8 @@
 //	KP:<prefix>:<rest>             data keys written by pkg/cache
 //	{cacheplane:KP}:policy         hash: prefix -> PrefixPolicy JSON (controller writes)
 //	{cacheplane:KP}:stats:<prefix> hash: hits, misses, errors (pkg/cache HINCRBYs)
-//	{cacheplane:KP}:events         pub/sub channel of Event JSON (controller publishes)
+//	{cacheplane:KP}:events         pub/sub channel of Event JSON (controller publishes);
+//	                               {cacheplane:KP}:events:db<N> for database N > 0
 //
 // Control keys share one hash tag, so in Redis Cluster they sit on one slot, and
 // they start with '{', so no data pattern (which starts with the escaped KP) can
@@ -16,6 +17,7 @@
 package keyspace
 
 import (
+	"strconv"
 	"strings"
 )
 
@@ -32,6 +34,7 @@ const (
 // Space is one key prefix's corner of Redis. The zero value is the unprefixed space.
 type Space struct {
 	keyPrefix string
+	db        int
 	// matchPrefix is the escaped "KP:" that starts every pattern of this space.
 	matchPrefix string
 	tag         string
@@ -43,6 +46,16 @@ func New(keyPrefix string) Space {
 	if keyPrefix != "" {
 		s.matchPrefix = EscapeGlob(keyPrefix) + Separator
 	}
+	return s
+}
+
+// InDB returns the space in Redis database db. Keys live per database, but
+// pub/sub channels are server-wide, so the events channel of every database
+// but 0 carries the database's number: two policies with one key prefix on
+// two databases of one server (prod and staging, say) must not hear each
+// other's invalidations.
+func (s Space) InDB(db int) Space {
+	s.db = db
 	return s
 }
 
@@ -92,8 +105,15 @@ func (s Space) StatsKey(prefix string) string { return s.tag + ":stats:" + prefi
 // when a prefix is not declared (so undeclared prefixes still show up).
 func (s Space) StatsPattern() string { return EscapeGlob(s.tag) + ":stats:*" }
 
-// EventsChannel is the pub/sub channel of policy changes and invalidations.
-func (s Space) EventsChannel() string { return s.tag + ":events" }
+// EventsChannel is the pub/sub channel of policy changes and invalidations:
+// {cacheplane:KP}:events in database 0, {cacheplane:KP}:events:db<N> in
+// database N (see InDB).
+func (s Space) EventsChannel() string {
+	if s.db == 0 {
+		return s.tag + ":events"
+	}
+	return s.tag + ":events:db" + strconv.Itoa(s.db)
+}
 
 // PrefixOf returns a relative key's prefix: its first ':'-separated segment.
 func PrefixOf(key string) string {

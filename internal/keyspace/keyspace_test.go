@@ -36,6 +36,12 @@ func TestSpaceKeys(t *testing.T) {
 			t.Errorf("%q Relative(%q) = %q, %v", tt.keyPrefix, tt.data, rel, ok)
 		}
 	}
+	if got := keyspace.New("app").InDB(3).EventsChannel(); got != "{cacheplane:app}:events:db3" {
+		t.Errorf("events channel in db 3 = %q", got)
+	}
+	if a, b := keyspace.New("app").InDB(3), keyspace.New("app").InDB(4); a.EventsChannel() == b.EventsChannel() || a.PolicyKey() != b.PolicyKey() {
+		t.Error("databases must differ in events channel only (keys are per database already)")
+	}
 	if _, ok := keyspace.New("a").Relative("ab:x"); ok {
 		t.Error(`Relative("ab:x") in space "a" succeeded`)
 	}

@@ -48,6 +48,11 @@ type Options struct {
 	TLS *tls.Config
 	// Protocol is the RESP version (2 or 3); 0 = 3.
 	Protocol int
+	// DialerRetries is how many times one connection is dialed before the
+	// call fails; 0 = go-redis's default (5, with backoff). A client that
+	// fails open sets 1, so a refused dial costs one attempt, not half a
+	// second of retries inside every call.
+	DialerRetries int
 }
 
 // ClientOptions validates o and returns go-redis options.
@@ -85,6 +90,9 @@ func ClientOptions(o Options) (*redis.Options, error) {
 	if o.Protocol != 0 {
 		opt.Protocol = o.Protocol
 	}
+	if o.DialerRetries > 0 {
+		opt.DialerRetries = o.DialerRetries
+	}
 	if o.Timeout > 0 {
 		opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout = o.Timeout, o.Timeout, o.Timeout
 		opt.PoolTimeout = o.Timeout
@@ -111,30 +119,12 @@ func ClientOptions(o Options) (*redis.Options, error) {
 // *redis.ClusterClient or a Sentinel-backed failover *redis.Client. It does not
 // dial.
 func NewUniversal(o Options) (redis.UniversalClient, error) {
-	switch o.Mode {
-	case "", ModeStandalone:
-		return New(o)
-	case ModeCluster, ModeSentinel:
-	default:
-		return nil, fmt.Errorf("unknown Redis mode %q: use %s, %s or %s", o.Mode, ModeStandalone, ModeCluster, ModeSentinel)
-	}
-	// Reuse the standalone validation and defaults, then carry them over.
-	base := o
-	if base.URL == "" {
-		if len(o.Addrs) == 0 {
-			return nil, fmt.Errorf("%s mode needs addresses", o.Mode)
-		}
-		base.URL = "redis://" + o.Addrs[0]
-	}
-	opt, err := ClientOptions(base)
+	opt, addrs, err := universalOptions(o)
 	if err != nil {
 		return nil, err
 	}
-	addrs := append([]string(nil), o.Addrs...)
-	if o.URL != "" && !slices.Contains(addrs, opt.Addr) {
-		addrs = append(addrs, opt.Addr)
-	}
-	if o.Mode == ModeCluster {
+	switch o.Mode {
+	case ModeCluster:
 		return redis.NewClusterClient(&redis.ClusterOptions{
 			Addrs:                 addrs,
 			Username:              opt.Username,
@@ -145,32 +135,93 @@ func NewUniversal(o Options) (redis.UniversalClient, error) {
 			ReadTimeout:           opt.ReadTimeout,
 			WriteTimeout:          opt.WriteTimeout,
 			PoolTimeout:           opt.PoolTimeout,
+			DialerRetries:         opt.DialerRetries,
+			ContextTimeoutEnabled: true,
+			TLSConfig:             opt.TLSConfig,
+			Dialer:                opt.Dialer,
+		}), nil
+	case ModeSentinel:
+		return redis.NewFailoverClient(&redis.FailoverOptions{
+			MasterName:    o.MasterName,
+			SentinelAddrs: addrs,
+			// The credentials are the data nodes'; sentinels are reached
+			// without (their AUTH would fail on the usual password-less
+			// sentinel). The dialer, and so TLS, applies to both.
+			Username:              opt.Username,
+			Password:              opt.Password,
+			DB:                    opt.DB,
+			Protocol:              opt.Protocol,
+			PoolSize:              opt.PoolSize,
+			DialTimeout:           opt.DialTimeout,
+			ReadTimeout:           opt.ReadTimeout,
+			WriteTimeout:          opt.WriteTimeout,
+			PoolTimeout:           opt.PoolTimeout,
+			DialerRetries:         opt.DialerRetries,
 			ContextTimeoutEnabled: true,
 			TLSConfig:             opt.TLSConfig,
 			Dialer:                opt.Dialer,
 		}), nil
 	}
-	if o.MasterName == "" {
-		return nil, errors.New("Sentinel mode needs the master's name")
+	return redis.NewClient(opt), nil
+}
+
+// Validate reports what NewUniversal would refuse in o, without building a
+// client, so that configuration errors surface before any dial.
+func Validate(o Options) error {
+	_, _, err := universalOptions(o)
+	return err
+}
+
+// universalOptions validates o for its mode and returns the standalone options
+// it shares with the other topologies, and, in Cluster and Sentinel mode, the
+// seed or sentinel addresses.
+func universalOptions(o Options) (*redis.Options, []string, error) {
+	switch o.Mode {
+	case "", ModeStandalone:
+		opt, err := ClientOptions(o)
+		return opt, nil, err
+	case ModeCluster, ModeSentinel:
+	default:
+		return nil, nil, fmt.Errorf("unknown Redis mode %q: use %s, %s or %s", o.Mode, ModeStandalone, ModeCluster, ModeSentinel)
 	}
-	return redis.NewFailoverClient(&redis.FailoverOptions{
-		MasterName:    o.MasterName,
-		SentinelAddrs: addrs,
-		// The credentials are the data nodes'; sentinels are reached without
-		// (their AUTH would fail on the usual password-less sentinel).
-		Username:              opt.Username,
-		Password:              opt.Password,
-		DB:                    opt.DB,
-		Protocol:              opt.Protocol,
-		PoolSize:              opt.PoolSize,
-		DialTimeout:           opt.DialTimeout,
-		ReadTimeout:           opt.ReadTimeout,
-		WriteTimeout:          opt.WriteTimeout,
-		PoolTimeout:           opt.PoolTimeout,
-		ContextTimeoutEnabled: true,
-		TLSConfig:             opt.TLSConfig,
-		Dialer:                opt.Dialer,
-	}), nil
+	for _, a := range o.Addrs {
+		if host, port, err := net.SplitHostPort(a); err != nil || host == "" || port == "" {
+			return nil, nil, fmt.Errorf("%s mode: address %q is not host:port", o.Mode, a)
+		}
+	}
+	if o.Mode == ModeSentinel && o.MasterName == "" {
+		return nil, nil, errors.New("Sentinel mode needs the master's name")
+	}
+	// Reuse the standalone validation and defaults, then carry them over.
+	base := o
+	if base.URL == "" {
+		if len(o.Addrs) == 0 {
+			return nil, nil, fmt.Errorf("%s mode needs addresses", o.Mode)
+		}
+		base.URL = "redis://" + o.Addrs[0]
+	}
+	opt, err := ClientOptions(base)
+	if err != nil {
+		return nil, nil, err
+	}
+	if o.Mode == ModeCluster && opt.DB != 0 {
+		// Redis Cluster has database 0 only; silently using it instead of
+		// the one asked for would mix tenants.
+		return nil, nil, fmt.Errorf("redis URL %q: Cluster mode supports database 0 only", Redact(o.URL))
+	}
+	if o.TLS == nil && opt.TLSConfig != nil {
+		// go-redis verified a rediss:// URL's certificate against the URL's
+		// host; a cluster or a Sentinel setup has other hosts, so each dial
+		// verifies the host it dials instead. (The config is the one
+		// ParseURL made for us, so clearing it affects no one else, and the
+		// dialer ClientOptions built holds the same config.)
+		opt.TLSConfig.ServerName = ""
+	}
+	addrs := append([]string(nil), o.Addrs...)
+	if o.URL != "" && !slices.Contains(addrs, opt.Addr) {
+		addrs = append(addrs, opt.Addr)
+	}
+	return opt, addrs, nil
 }
 
 // New returns a client for o. It does not dial.
@@ -180,6 +231,16 @@ func New(o Options) (*redis.Client, error) {
 		return nil, err
 	}
 	return redis.NewClient(opt), nil
+}
+
+// DB returns the database number a redis:// or rediss:// URL selects (0 when
+// it names none or cannot be parsed; ClientOptions reports parse errors).
+func DB(rawURL string) int {
+	opt, err := redis.ParseURL(rawURL)
+	if err != nil {
+		return 0
+	}
+	return opt.DB
 }
 
 // Redact returns u with any password replaced, for messages.

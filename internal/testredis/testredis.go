@@ -5,6 +5,7 @@ package testredis
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -25,8 +26,17 @@ type Server struct {
 	// across Stop and Start, so clients reconnect to the restarted server.
 	Port int
 
+	// Certs is the test PKI of a TLS server (StartTLS); nil for plain TCP.
+	Certs *Certs
+
 	args []string
 	dir  string
+	// conf is a config file passed first (Sentinel needs one it can
+	// rewrite); sentinel starts the server in Sentinel mode.
+	conf     string
+	sentinel bool
+	// clientAuth is the TLS server's --tls-auth-clients.
+	clientAuth ClientAuth
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -72,12 +82,29 @@ func MustStart(args ...string) *Server {
 // Addr is host:port of the server.
 func (s *Server) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.Port)) }
 
-// URL is a redis:// URL of database db on the server.
-func (s *Server) URL(db int) string { return fmt.Sprintf("redis://%s/%d", s.Addr(), db) }
+// URL is a redis:// URL of database db on the server, rediss:// for a TLS
+// server.
+func (s *Server) URL(db int) string {
+	scheme := "redis"
+	if s.Certs != nil {
+		scheme = "rediss"
+	}
+	return fmt.Sprintf("%s://%s/%d", scheme, s.Addr(), db)
+}
 
-// Client returns a new client of database 0; the caller closes it.
+// TLSConfig is what a client needs to reach a TLS server (trust in the test
+// CA, and the client certificate); nil for a plain server.
+func (s *Server) TLSConfig() *tls.Config {
+	if s.Certs == nil {
+		return nil
+	}
+	return s.Certs.ClientTLS()
+}
+
+// Client returns a new client of database 0, as the default user; the caller
+// closes it.
 func (s *Server) Client() *redis.Client {
-	return redis.NewClient(&redis.Options{Addr: s.Addr()})
+	return redis.NewClient(&redis.Options{Addr: s.Addr(), TLSConfig: s.TLSConfig()})
 }
 
 // Start (re)starts a stopped server on the same port and waits until it answers.
@@ -87,15 +114,31 @@ func (s *Server) Start() error {
 	if s.cmd != nil {
 		return nil
 	}
-	args := append([]string{
-		"--port", strconv.Itoa(s.Port),
+	var args []string
+	if s.conf != "" {
+		args = append(args, s.conf) // redis-server wants the file first
+	}
+	if s.sentinel {
+		args = append(args, "--sentinel")
+	}
+	if s.Certs != nil {
+		args = append(args, "--port", "0", "--tls-port", strconv.Itoa(s.Port),
+			"--tls-cert-file", s.Certs.ServerCertFile,
+			"--tls-key-file", s.Certs.ServerKeyFile,
+			"--tls-ca-cert-file", s.Certs.CAFile,
+			"--tls-auth-clients", string(s.clientAuth))
+	} else {
+		args = append(args, "--port", strconv.Itoa(s.Port))
+	}
+	args = append(args,
 		"--bind", "127.0.0.1",
 		"--save", "",
 		"--appendonly", "no",
 		"--dir", s.dir,
 		"--daemonize", "no",
 		"--logfile", "",
-	}, s.args...)
+	)
+	args = append(args, s.args...)
 	cmd := exec.Command("redis-server", args...)
 	s.log = &lockedBuffer{}
 	cmd.Stdout, cmd.Stderr = s.log, s.log
@@ -106,7 +149,7 @@ func (s *Server) Start() error {
 	done := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(done) }()
 
-	c := redis.NewClient(&redis.Options{Addr: s.Addr(), MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
+	c := redis.NewClient(&redis.Options{Addr: s.Addr(), MaxRetries: -1, DialTimeout: 200 * time.Millisecond, TLSConfig: s.TLSConfig()})
 	defer c.Close()
 	deadline := time.Now().Add(10 * time.Second)
 	for {

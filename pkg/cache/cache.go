@@ -181,7 +181,7 @@ func New(cfg Config) (*Cache, error) {
 	c := &Cache{
 		cfg:     cfg,
 		opts:    opts,
-		space:   keyspace.New(cfg.KeyPrefix),
+		space:   keyspace.New(cfg.KeyPrefix).InDB(redisconn.DB(cfg.URL)),
 		codec:   cfg.Codec,
 		log:     cfg.Logger,
 		timeout: cfg.SocketTimeout,
