@@ -128,6 +128,10 @@ func (r *CachePolicyReconciler) startRun(ctx context.Context, s *scope, run *cac
 func (r *CachePolicyReconciler) advanceRun(ctx context.Context, s *scope) {
 	p := s.policy
 	run := p.Status.LastInvalidation
+	if run.Phase == cachev1alpha1.InvalidationFailed && run.NextAttemptAt != nil && s.now.Before(run.NextAttemptAt.Time) {
+		s.requeue(run.NextAttemptAt.Sub(s.now)) // other reconciles (stats, edits) do not retry early
+		return
+	}
 	if run.Checkpoint == nil {
 		run.Checkpoint = &cachev1alpha1.InvalidationCheckpoint{}
 	}
@@ -149,7 +153,7 @@ func (r *CachePolicyReconciler) advanceRun(ctx context.Context, s *scope) {
 		})
 		if errors.Is(err, errSliceSpent) {
 			if run.Phase != cachev1alpha1.InvalidationRunning {
-				run.Phase, run.Message = cachev1alpha1.InvalidationRunning, ""
+				run.Phase, run.Message, run.NextAttemptAt = cachev1alpha1.InvalidationRunning, "", nil
 			}
 			s.requeue(time.Millisecond)
 			return
@@ -171,6 +175,7 @@ func (r *CachePolicyReconciler) completeRun(s *scope) {
 	run.Phase = cachev1alpha1.InvalidationComplete
 	run.CompletedAt = &now
 	run.Checkpoint = nil
+	run.NextAttemptAt = nil
 	run.Message = fmt.Sprintf("deleted %d keys in %s", run.KeysDeleted, now.Sub(run.StartedAt.Time).Round(time.Millisecond))
 	if run.Trigger == cachev1alpha1.TriggerToken {
 		p.Status.ObservedToken = run.Token
@@ -191,6 +196,8 @@ func (r *CachePolicyReconciler) failRun(s *scope, err error) {
 	run.Phase = cachev1alpha1.InvalidationFailed
 	run.Attempts++
 	delay := retryDelay(run.Attempts)
+	next := metav1.NewMicroTime(s.now.Add(delay))
+	run.NextAttemptAt = &next
 	run.Message = fmt.Sprintf("attempt %d failed: %v; retrying in %s from the checkpoint", run.Attempts, err, delay)
 	r.event(p, corev1.EventTypeWarning, ReasonInvalidationFailed, "Invalidate", run.Message)
 	metricRunsFinished.WithLabelValues(triggerLabel(run.Trigger), "error").Inc()

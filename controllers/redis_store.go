@@ -272,6 +272,12 @@ func purgeNode(ctx context.Context, c redis.Cmdable, pattern string, from NodeCu
 // promoted server seeds its hash differently, so an old cursor would skip keys.
 func sameProcess(ctx context.Context, c redis.Cmdable, saved NodeCursor) (NodeCursor, error) {
 	info, err := c.Info(ctx, "server").Result()
+	if isNoPerm(err) {
+		// An ACL user without +info: the process cannot be told apart, so
+		// the saved cursor is trusted (a restart during a run may then leave
+		// keys behind, which the generation bump already hides).
+		return saved, nil
+	}
 	if err != nil {
 		return saved, err
 	}
@@ -334,6 +340,11 @@ func isAuthError(err error) bool {
 		return strings.HasPrefix(msg, "WRONGPASS") || strings.HasPrefix(msg, "NOAUTH") || strings.HasPrefix(msg, "NOPERM")
 	}
 	return false
+}
+
+func isNoPerm(err error) bool {
+	var re redis.Error
+	return errors.As(err, &re) && strings.HasPrefix(re.Error(), "NOPERM")
 }
 
 // isTLSError tells a failed TLS handshake (wrong CA, name or client

@@ -213,9 +213,9 @@ const (
 )
 
 // RedisSpec says how to connect to Redis.
-// +kubebuilder:validation:XValidation:rule=`!has(self.mode) || self.mode != 'Sentinel' || (has(self.masterName) && self.masterName != ”)`,message="masterName is required in Sentinel mode: name the master the sentinels watch (sentinel monitor <name> ...)"
+// +kubebuilder:validation:XValidation:rule=`!has(self.mode) || self.mode != 'Sentinel' || (has(self.masterName) && size(self.masterName) > 0)`,message="masterName is required in Sentinel mode: name the master the sentinels watch (sentinel monitor <name> ...)"
 // +kubebuilder:validation:XValidation:rule=`!has(self.addresses) || size(self.addresses) == 0 || (has(self.mode) && self.mode != 'Standalone')`,message="addresses apply to Cluster and Sentinel mode; in Standalone mode give only url"
-// +kubebuilder:validation:XValidation:rule=`!has(self.masterName) || self.masterName == ” || (has(self.mode) && self.mode == 'Sentinel')`,message="masterName applies only to Sentinel mode; set mode: Sentinel or remove masterName"
+// +kubebuilder:validation:XValidation:rule=`!has(self.masterName) || size(self.masterName) == 0 || (has(self.mode) && self.mode == 'Sentinel')`,message="masterName applies only to Sentinel mode; set mode: Sentinel or remove masterName"
 type RedisSpec struct {
 	// url is the address of Redis: redis://host:port/db, or rediss:// for TLS.
 	// In Cluster mode it is one seed node (any node of the cluster); in
@@ -542,6 +542,11 @@ type InvalidationStatus struct {
 	// completedAt is when the run completed, to the microsecond.
 	// +optional
 	CompletedAt *metav1.MicroTime `json:"completedAt,omitempty"`
+
+	// nextAttemptAt is when a failed run is tried again: the delay doubles
+	// with every failed attempt, from 1s up to 5 minutes.
+	// +optional
+	NextAttemptAt *metav1.MicroTime `json:"nextAttemptAt,omitempty"`
 
 	// keysDeleted counts the keys the run has deleted so far.
 	// +optional

@@ -44,6 +44,8 @@ type ACLUser struct {
 //	                         calls, HGET HSET PUBLISH, are checked against the user's rights too)
 //	hget                     called by that script
 //	multi exec               the controller's transactional policy update
+//	info                     the controller reads run_id (INFO server) to know whether a saved SCAN
+//	                         cursor belongs to the running process; without it a cursor is trusted
 //
 // pkg/cache's optional near-cache (Config.NearCache) also needs
 // "+client|tracking" for its tracking connection; add it to the Rules of a
@@ -60,7 +62,7 @@ var CacheCommands = []string{
 	"get", "set", "unlink", "exists", "pttl", "scan",
 	"hgetall", "hincrby", "subscribe",
 	"hset", "hdel", "hget", "hmget", "del", "publish",
-	"eval", "evalsha", "multi", "exec",
+	"eval", "evalsha", "multi", "exec", "info",
 }
 
 // CacheUser returns a user limited to one key prefix: its data keys
