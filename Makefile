@@ -50,7 +50,13 @@ test: ## Run every test with -race against a real redis-server and a real API se
 .PHONY: bench
 bench: ## Run the library benchmarks against a real redis-server.
 	@hack/ensure-redis.sh
-	go test -run '^$$' -bench . -benchmem ./pkg/cache/
+	@# bench/ is its own module (the peers never enter go.mod): it compares
+	@# pkg/cache and the purge engine with them and writes docs/benchmarks.md.
+	cd bench && go run . $(BENCH_FLAGS)
+	@if [ "$(GOTEST)" = 1 ]; then \
+	  echo "==> go test -bench ./pkg/cache/"; \
+	  go test -run '^$$' -bench . -benchmem ./pkg/cache/; \
+	fi
 
 ##@ Build
 

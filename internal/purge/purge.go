@@ -5,6 +5,14 @@
 // the SCAN of the next one, so deleting costs no extra round trips. Progress is
 // reported with a cursor from which a later call can resume: every key a SCAN
 // from that cursor would not return again is already deleted.
+//
+// The SCAN COUNT adapts to what Redis can take (unless Options.Count fixes it):
+// Redis runs a pipelined round trip's commands back to back while every other
+// client waits, so the engine aims each round trip at a latency budget. It
+// grows COUNT while round trips come back well within the budget (sparse
+// matches, an idle server: fewer round trips, so a faster purge) and halves
+// it as soon as one overruns (a busy server, dense matches: the other
+// clients' latency comes first).
 package purge
 
 import (
@@ -18,14 +26,32 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// DefaultCount is the SCAN COUNT hint: large enough that a million-key purge
-// takes few round trips, small enough that one SCAN stays well under a millisecond.
+// DefaultCount is the SCAN COUNT hint a purge starts from: large enough that a
+// million-key purge takes few round trips, small enough that one SCAN stays
+// well under a millisecond.
 const DefaultCount = 1000
+
+// DefaultLatencyBudget is the round-trip time the adaptive COUNT aims to stay
+// under. Redis serves nobody else while it runs one round trip's UNLINK and
+// SCAN, so this bounds what the purge adds to other clients' latency.
+const DefaultLatencyBudget = time.Millisecond
+
+// Bounds of the adaptive COUNT: below minCount round-trip overhead dominates;
+// above maxCount a single SCAN of a sparse key space would visit enough
+// buckets to overrun any sensible budget on its own.
+const (
+	minCount = 100
+	maxCount = 64 * DefaultCount
+)
 
 // Options tune a purge.
 type Options struct {
-	// Count is the SCAN COUNT hint; 0 means DefaultCount.
+	// Count fixes the SCAN COUNT hint; 0 means adaptive, starting from
+	// DefaultCount and steered by LatencyBudget.
 	Count int64
+	// LatencyBudget is the round-trip time the adaptive COUNT aims at; 0
+	// means DefaultLatencyBudget. Ignored when Count is set.
+	LatencyBudget time.Duration
 	// MaxKeysPerSecond limits UNLINKs; 0 means unlimited.
 	MaxKeysPerSecond int64
 	// Cluster groups each UNLINK by hash slot, as Redis Cluster requires.
@@ -39,9 +65,13 @@ type Progress func(cursor uint64, deleted int64) error
 // Node purges pattern on one node (a standalone server or one cluster master),
 // starting from cursor (0 = from the beginning), until the SCAN completes.
 func Node(ctx context.Context, c redis.Cmdable, pattern string, cursor uint64, opt Options, progress Progress) (int64, error) {
-	count := opt.Count
-	if count <= 0 {
+	count, adaptive := opt.Count, opt.Count <= 0
+	if adaptive {
 		count = DefaultCount
+	}
+	budget := opt.LatencyBudget
+	if budget <= 0 {
+		budget = DefaultLatencyBudget
 	}
 	var limiter *rate.Limiter
 	if opt.MaxKeysPerSecond > 0 {
@@ -86,8 +116,12 @@ func Node(ctx context.Context, c redis.Cmdable, pattern string, cursor uint64, o
 		if !done {
 			scan = pipe.Scan(ctx, cursor, pattern, count)
 		}
+		start := time.Now()
 		if _, err := pipe.Exec(ctx); err != nil {
 			return deleted, fmt.Errorf("purge %q: %w", pattern, err)
+		}
+		if adaptive {
+			count = nextCount(count, time.Since(start), budget)
 		}
 		for _, u := range unlinks {
 			if u.Err() != nil {
@@ -113,6 +147,20 @@ func Node(ctx context.Context, c redis.Cmdable, pattern string, cursor uint64, o
 			}
 		}
 	}
+}
+
+// nextCount steers COUNT by the last round trip: multiplicative decrease on
+// an overrun, so a loaded server is relieved at once; a gentler increase
+// while well within budget, with a dead band between, so COUNT settles
+// instead of oscillating around the budget.
+func nextCount(count int64, rtt, budget time.Duration) int64 {
+	switch {
+	case rtt > budget:
+		return max(count/2, minCount)
+	case rtt < budget/2:
+		return min(count+count/2, maxCount)
+	}
+	return count
 }
 
 func report(p Progress, cursor uint64, deleted int64) error {

@@ -197,3 +197,69 @@ func TestCursorRoundTrip(t *testing.T) {
 		t.Error("ParseCursor(-1) succeeded")
 	}
 }
+
+func TestNextCount(t *testing.T) {
+	b := time.Millisecond
+	for _, tc := range []struct {
+		count int64
+		rtt   time.Duration
+		want  int64
+	}{
+		{1000, 2 * b, 500},                    // overrun: halve
+		{150, 2 * b, purge.MinCountForTest},   // never below the floor
+		{1000, b / 4, 1500},                   // well within: grow by half
+		{60000, b / 4, purge.MaxCountForTest}, // never above the ceiling
+		{1000, 3 * b / 4, 1000},               // dead band: keep
+		{1000, b, 1000},                       // at the budget: keep
+	} {
+		if got := purge.NextCount(tc.count, tc.rtt, b); got != tc.want {
+			t.Errorf("NextCount(%d, %v) = %d, want %d", tc.count, tc.rtt, got, tc.want)
+		}
+	}
+}
+
+// pages purges pattern and returns how many pages (round trips) it took.
+func pages(t *testing.T, c *redis.Client, pattern string, opt purge.Options) int {
+	t.Helper()
+	n := 0
+	if _, err := purge.Node(context.Background(), c, pattern, 0, opt, func(uint64, int64) error {
+		n++
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// The adaptive COUNT takes bigger pages while round trips are well within
+// the budget, and smaller ones when they overrun it.
+func TestNodeAdaptsCount(t *testing.T) {
+	c := srv.Client()
+	defer c.Close()
+	fill(t, c, "t6:other:%d", 60000)
+	defer purge.Node(context.Background(), c, "t6:*", 0, purge.Options{}, nil)
+
+	fixed := pages(t, c, "t6:none:*", purge.Options{Count: purge.DefaultCount})
+	// A generous budget: every round trip is well within it.
+	grown := pages(t, c, "t6:none:*", purge.Options{LatencyBudget: time.Minute})
+	// An impossible budget: every round trip overruns it.
+	shrunk := pages(t, c, "t6:none:*", purge.Options{LatencyBudget: time.Nanosecond})
+	t.Logf("pages over 60k keys: fixed COUNT %d: %d; adaptive, loose budget: %d; adaptive, tight budget: %d",
+		purge.DefaultCount, fixed, grown, shrunk)
+	if grown*3 > fixed {
+		t.Errorf("adaptive COUNT with a loose budget took %d pages, fixed %d", grown, fixed)
+	}
+	if shrunk < 3*fixed {
+		t.Errorf("adaptive COUNT with a tight budget took %d pages, fixed %d", shrunk, fixed)
+	}
+
+	// Whatever the COUNT, exactly the matching keys go.
+	fill(t, c, "t6:match:%d", 5000)
+	n, err := purge.Node(context.Background(), c, "t6:match:*", 0, purge.Options{LatencyBudget: time.Nanosecond}, nil)
+	if err != nil || n != 5000 {
+		t.Fatalf("purge = %d, %v; want 5000", n, err)
+	}
+	if got := count(t, c, "t6:other:*"); got != 60000 {
+		t.Errorf("%d other keys left, want 60000", got)
+	}
+}

@@ -18,8 +18,10 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,16 +44,42 @@ const (
 	DefaultStatsFlushInterval = 5 * time.Second
 )
 
+// Topologies for Config.Mode.
+const (
+	// ModeStandalone is one Redis server, reached at Config.URL.
+	ModeStandalone = redisconn.ModeStandalone
+	// ModeCluster is a Redis Cluster, discovered from Config.Addrs.
+	ModeCluster = redisconn.ModeCluster
+	// ModeSentinel is a master watched by Redis Sentinel: the cache asks the
+	// sentinels in Config.Addrs for Config.MasterName and follows failovers.
+	ModeSentinel = redisconn.ModeSentinel
+)
+
 // Config configures a Cache. The zero value is usable: every zero field takes
 // its default.
 type Config struct {
-	// URL is redis://host:port/db, or rediss:// for TLS. Default DefaultURL.
-	// It must not contain a password: set Password instead.
+	// Mode is the Redis topology: ModeStandalone (the default, also ""),
+	// ModeCluster or ModeSentinel. The cache behaves the same on all three.
+	Mode string
+	// URL is redis://host:port/db, or rediss:// for TLS. Default DefaultURL
+	// in Standalone mode. It must not contain a password: set Password
+	// instead. In Cluster and Sentinel mode it is optional: its scheme
+	// selects TLS, its database applies (Sentinel; a cluster has only 0) and
+	// its host:port joins Addrs.
 	URL string
+	// Addrs are the seed nodes of a Redis Cluster, or the sentinels, as
+	// host:port (Cluster and Sentinel mode).
+	Addrs []string
+	// MasterName is the name under which the sentinels monitor the master
+	// (Sentinel mode).
+	MasterName string
 	// Username and Password authenticate (an ACL user, or a password alone).
 	Username string
 	Password string
-	// TLSConfig overrides the TLS settings of a rediss:// URL.
+	// TLSConfig overrides the TLS settings of a rediss:// URL; set without
+	// one it turns TLS on all the same (how Cluster and Sentinel mode get
+	// TLS without a URL). Leave ServerName empty in those modes: each node
+	// is then verified against the host it is dialed at.
 	TLSConfig *tls.Config
 	// MaxConnections is the pool size. Default 50.
 	MaxConnections int
@@ -80,6 +108,18 @@ type Config struct {
 	// StatsFlushInterval is how often per-prefix counters are added to Redis
 	// for the operator. Default 5s; negative disables flushing.
 	StatsFlushInterval time.Duration
+	// AutoPipeline sends the commands of Get, Set and GetOrLoad through
+	// go-redis's autopipeliner: concurrent calls share round trips instead
+	// of each taking a pooled connection, which under many parallel callers
+	// makes remote hits several times cheaper. Semantics stay: each call
+	// still waits at most SocketTimeout (or its context), and one
+	// goroutine's commands run in the order it issued them. go-redis marks
+	// the autopipeliner experimental, hence off by default.
+	AutoPipeline bool
+	// NearCache, when set, keeps hot entries in process memory in front of
+	// Redis, invalidated by Redis itself across processes (see
+	// NearCacheConfig). nil: off.
+	NearCache *NearCacheConfig
 }
 
 // Codec turns values into bytes and back.
@@ -102,13 +142,13 @@ var (
 // Cache is a Redis cache. Its methods are safe for concurrent use.
 type Cache struct {
 	cfg     Config
-	opts    *redis.Options
+	conn    redisconn.Options
 	space   keyspace.Space
 	codec   Codec
 	log     *slog.Logger
 	timeout time.Duration
 
-	client atomic.Pointer[redis.Client]
+	client atomic.Pointer[universal]
 	closed atomic.Bool
 
 	mu       sync.Mutex // serialises Connect and Close
@@ -124,13 +164,21 @@ type Cache struct {
 	flights  flightGroup
 	loadTime *prometheus.HistogramVec
 	logLimit logLimiter
+	near     *nearCache // nil without Config.NearCache
+	pipe     pipeState  // Config.AutoPipeline (pipeline.go)
 }
 
 // New validates cfg and applies defaults. It does not dial: call Connect.
 func New(cfg Config) (*Cache, error) {
-	if cfg.URL == "" {
+	if cfg.Mode == "" {
+		cfg.Mode = ModeStandalone
+	}
+	// Only a standalone server has a default location; a cluster or
+	// sentinels without addresses are a configuration error.
+	if cfg.URL == "" && cfg.Mode == ModeStandalone {
 		cfg.URL = DefaultURL
 	}
+	cfg.Addrs = slices.Clone(cfg.Addrs) // the caller may reuse its slice
 	for _, d := range []struct {
 		name  string
 		value *time.Duration
@@ -162,25 +210,29 @@ func New(cfg Config) (*Cache, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	opts, err := redisconn.ClientOptions(redisconn.Options{
-		URL:       cfg.URL,
-		Username:  cfg.Username,
-		Password:  cfg.Password,
-		PoolSize:  cfg.MaxConnections,
-		Timeout:   cfg.SocketTimeout,
-		KeepAlive: cfg.KeepAlive,
-		TLS:       cfg.TLSConfig,
-	})
-	if err != nil {
+	conn := redisconn.Options{
+		Mode:       cfg.Mode,
+		URL:        cfg.URL,
+		Addrs:      cfg.Addrs,
+		MasterName: cfg.MasterName,
+		Username:   cfg.Username,
+		Password:   cfg.Password,
+		PoolSize:   cfg.MaxConnections,
+		Timeout:    cfg.SocketTimeout,
+		KeepAlive:  cfg.KeepAlive,
+		TLS:        cfg.TLSConfig,
+		// One dial attempt per connection: go-redis would retry a refused
+		// dial five times, 100ms apart, inside every call, while a cache
+		// that fails open wants to give up at once. The per-call retries
+		// remain.
+		DialerRetries: 1,
+	}
+	if err := redisconn.Validate(conn); err != nil {
 		return nil, fmt.Errorf("cache: %w", err)
 	}
-	// One dial attempt per connection: go-redis would retry a refused dial
-	// five times, 100ms apart, inside every call, while a cache that fails
-	// open wants to give up at once. The per-call retries remain.
-	opts.DialerRetries = 1
 	c := &Cache{
 		cfg:     cfg,
-		opts:    opts,
+		conn:    conn,
 		space:   keyspace.New(cfg.KeyPrefix).InDB(redisconn.DB(cfg.URL)),
 		codec:   cfg.Codec,
 		log:     cfg.Logger,
@@ -193,6 +245,13 @@ func New(cfg Config) (*Cache, error) {
 		}, []string{"prefix"}),
 	}
 	c.prefixes.init()
+	if cfg.NearCache != nil {
+		near, err := newNearCache(*cfg.NearCache)
+		if err != nil {
+			return nil, err
+		}
+		c.near = near
+	}
 	return c, nil
 }
 
@@ -208,14 +267,23 @@ func (c *Cache) Connect(ctx context.Context) error {
 	if c.client.Load() != nil {
 		return nil
 	}
-	cl := redis.NewClient(c.opts)
-	cl.AddHook(roundTripDeadline{c.timeout})
+	rc, err := redisconn.NewUniversal(c.conn)
+	if err != nil {
+		return fmt.Errorf("cache: %w", err)
+	}
+	rc.AddHook(roundTripDeadline{c.timeout})
+	if cc, ok := rc.(*redis.ClusterClient); ok {
+		// Invalidate talks to each master's own client (ForEachMaster),
+		// which the cluster client's hooks do not cover.
+		cc.OnNewNode(func(node *redis.Client) { node.AddHook(roundTripDeadline{c.timeout}) })
+	}
+	cl := &universal{rc}
 	pctx, cancel := c.opCtx(ctx)
-	err := cl.Ping(pctx).Err()
+	err = cl.Ping(pctx).Err()
 	cancel()
 	if err != nil {
 		_ = cl.Close()
-		return fmt.Errorf("cache: connect to %s: %w", redisconn.Redact(c.cfg.URL), err)
+		return fmt.Errorf("cache: connect to %s: %w", c.target(), err)
 	}
 
 	bg, stop := context.WithCancel(context.Background())
@@ -237,6 +305,9 @@ func (c *Cache) Connect(ctx context.Context) error {
 				}
 			})
 		})
+	}
+	if c.near != nil {
+		c.bg.Go(func() { c.near.run(bg, c) })
 	}
 	c.client.Store(cl)
 	return nil
@@ -270,12 +341,38 @@ func (c *Cache) Close() error {
 }
 
 // Client returns the underlying Redis client, nil before Connect and after
-// Close. Keys passed to it are absolute: they do not get the KeyPrefix.
+// Close: a *redis.Client (Standalone, and Sentinel's failover client) or a
+// *redis.ClusterClient. Keys passed to it are absolute: they do not get the
+// KeyPrefix.
 func (c *Cache) Client() redis.UniversalClient {
 	if cl := c.client.Load(); cl != nil {
-		return cl
+		return cl.UniversalClient
 	}
 	return nil
+}
+
+// universal holds the client of any topology behind a pointer, so it can be
+// swapped atomically and tested against nil. Code that must see the concrete
+// type (purge.All looks for a *redis.ClusterClient) takes the embedded field.
+type universal struct{ redis.UniversalClient }
+
+// target describes where the cache connects, without credentials, for errors.
+func (c *Cache) target() string {
+	switch c.cfg.Mode {
+	case ModeCluster:
+		return fmt.Sprintf("Redis Cluster %v", c.seeds())
+	case ModeSentinel:
+		return fmt.Sprintf("master %q of sentinels %v", c.cfg.MasterName, c.seeds())
+	}
+	return redisconn.Redact(c.cfg.URL)
+}
+
+func (c *Cache) seeds() []string {
+	addrs := slices.Clone(c.cfg.Addrs)
+	if c.cfg.URL != "" {
+		addrs = append(addrs, redisconn.Redact(c.cfg.URL))
+	}
+	return addrs
 }
 
 // unavailable is the error of a call made without a client.
@@ -347,7 +444,10 @@ func isRedisFailure(err error) bool {
 	var ne net.Error
 	return errors.Is(err, ErrNotConnected) || errors.Is(err, ErrClosed) ||
 		errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) ||
-		errors.Is(err, redis.ErrPoolTimeout) || errors.Is(err, redis.ErrClosed)
+		errors.Is(err, redis.ErrPoolTimeout) || errors.Is(err, redis.ErrClosed) ||
+		// A peer that closes the connection mid-reply (a proxy in front of a
+		// dead server, a killed Redis) is as down as one that refuses.
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
 }
 
 // logLimiter lets one message a second through, so an outage does not flood

@@ -35,7 +35,7 @@ func (col *collector) Describe(ch chan<- *prometheus.Desc) {
 
 func (col *collector) Collect(ch chan<- prometheus.Metric) {
 	for name, st := range *col.c.states.Load() {
-		ch <- prometheus.MustNewConstMetric(col.hits, prometheus.CounterValue, float64(st.hits.Load()), name)
+		ch <- prometheus.MustNewConstMetric(col.hits, prometheus.CounterValue, float64(st.allHits()), name)
 		ch <- prometheus.MustNewConstMetric(col.misses, prometheus.CounterValue, float64(st.misses.Load()), name)
 		ch <- prometheus.MustNewConstMetric(col.errors, prometheus.CounterValue, float64(st.errors.Load()), name)
 	}

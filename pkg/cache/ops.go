@@ -19,7 +19,7 @@ import (
 // policy and a value not written by this package are misses: (false, nil).
 func (c *Cache) Get(ctx context.Context, key string, dst any) (bool, error) {
 	st := c.state(keyspace.PrefixOf(key))
-	payload, found, err := c.getEntry(ctx, st, key)
+	payload, local, found, err := c.read(ctx, st, key)
 	if !found {
 		return false, err
 	}
@@ -30,7 +30,13 @@ func (c *Cache) Get(ctx context.Context, key string, dst any) (bool, error) {
 			return false, fmt.Errorf("cache: decode %q: %w", key, err)
 		}
 	}
-	st.hits.Add(1)
+	// One counter per hit: two would be twice the cache-line traffic on the
+	// near-cache's hot path. Readers add them up (prefixState.allHits).
+	if local {
+		st.localHits.Add(1)
+	} else {
+		st.hits.Add(1)
+	}
 	return true, nil
 }
 
@@ -43,7 +49,7 @@ func (c *Cache) getEntry(ctx context.Context, st *prefixState, key string) (payl
 		return nil, false, c.unavailable()
 	}
 	octx, cancel := c.opCtx(ctx)
-	b, err := cl.Get(octx, c.space.DataKey(key)).Bytes()
+	b, err := c.redisGet(octx, cl, c.space.DataKey(key))
 	cancel()
 	if err != nil {
 		if err == redis.Nil {
@@ -53,6 +59,13 @@ func (c *Cache) getEntry(ctx context.Context, st *prefixState, key string) (payl
 		c.countError(ctx, st)
 		return nil, false, opError("get", key, err)
 	}
+	_, payload, found = c.usableEntry(st, key, b)
+	return payload, found, nil
+}
+
+// usableEntry parses a stored value, counting a miss (and for a foreign
+// value an error) when it cannot be served.
+func (c *Cache) usableEntry(st *prefixState, key string, b []byte) (gen int64, payload []byte, ok bool) {
 	gen, payload, err := keyspace.ParseEntry(b)
 	if err != nil {
 		// Someone else's value under our key: not ours to decode. Reported as
@@ -61,13 +74,13 @@ func (c *Cache) getEntry(ctx context.Context, st *prefixState, key string) (payl
 		st.misses.Add(1)
 		st.errors.Add(1)
 		c.warn("cache: foreign value under key; treating it as a miss", "key", key)
-		return nil, false, nil
+		return 0, nil, false
 	}
 	if gen < st.gen.Load() {
 		st.misses.Add(1) // written before the prefix's last invalidation
-		return nil, false, nil
+		return 0, nil, false
 	}
-	return payload, true, nil
+	return gen, payload, true
 }
 
 // countError counts an error unless it is the caller's own cancellation.
@@ -118,8 +131,10 @@ func (c *Cache) setEntry(ctx context.Context, st *prefixState, key string, gen i
 	bp := entryPool.Get().(*[]byte)
 	b := keyspace.AppendEntry((*bp)[:0], gen, payload)
 	octx, cancel := c.opCtx(ctx)
-	err := cl.Set(octx, c.space.DataKey(key), b, ttl).Err()
+	err := c.redisSet(octx, cl, c.space.DataKey(key), b, ttl)
 	cancel()
+	// Even after an error: the write may have landed.
+	c.nearEvict(key)
 	if cap(b) <= maxPooledEntry {
 		*bp = b
 		entryPool.Put(bp)
@@ -147,8 +162,11 @@ func (c *Cache) Delete(ctx context.Context, keys ...string) (int64, error) {
 		redisKeys[i] = c.space.DataKey(k)
 	}
 	octx, cancel := c.opCtx(ctx)
-	n, err := cl.Unlink(octx, redisKeys...).Result()
+	n, err := unlinkKeys(octx, cl.UniversalClient, redisKeys)
 	cancel()
+	for _, k := range keys {
+		c.nearEvict(k)
+	}
 	if err != nil {
 		c.countError(ctx, st)
 		return 0, opError("delete", keys[0], err)
@@ -211,7 +229,8 @@ func (c *Cache) Invalidate(ctx context.Context, pattern string) (int64, error) {
 		st.errors.Add(1)
 		return 0, c.unavailable()
 	}
-	n, err := purge.All(ctx, cl, c.space.Pattern(pattern), purge.Options{})
+	n, err := purge.All(ctx, cl.UniversalClient, c.space.Pattern(pattern), purge.Options{})
+	c.nearSync(ctx) // read-your-invalidation in this process, even after a partial purge
 	if err != nil {
 		c.countError(ctx, st)
 		return n, opError("invalidate", pattern, err)

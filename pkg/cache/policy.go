@@ -21,7 +21,7 @@ import (
 // once must never be served again, even if the hash is deleted or rewritten.
 
 // refreshPolicy reads the policy hash and applies it.
-func (c *Cache) refreshPolicy(ctx context.Context, cl *redis.Client) error {
+func (c *Cache) refreshPolicy(ctx context.Context, cl redis.UniversalClient) error {
 	// Serialised, so a slow read cannot overwrite the TTLs of a newer one.
 	c.policyMu.Lock()
 	defer c.policyMu.Unlock()
@@ -49,7 +49,7 @@ func (c *Cache) refreshPolicy(ctx context.Context, cl *redis.Client) error {
 	return nil
 }
 
-func (c *Cache) refreshPolicyLogged(ctx context.Context, cl *redis.Client) {
+func (c *Cache) refreshPolicyLogged(ctx context.Context, cl redis.UniversalClient) {
 	if err := c.refreshPolicy(ctx, cl); err != nil && ctx.Err() == nil {
 		c.warn("cache: cannot re-read the policy", "err", err)
 	}
@@ -65,7 +65,7 @@ func raiseGeneration(st *prefixState, gen int64) {
 }
 
 // handleEvent applies one message of the events channel.
-func (c *Cache) handleEvent(ctx context.Context, cl *redis.Client, payload string) {
+func (c *Cache) handleEvent(ctx context.Context, cl redis.UniversalClient, payload string) {
 	ev, err := keyspace.ParseEvent(payload)
 	if err != nil {
 		c.warn("cache: ignoring malformed policy event", "err", err)
@@ -82,7 +82,7 @@ func (c *Cache) handleEvent(ctx context.Context, cl *redis.Client, payload strin
 }
 
 // subscribe follows the events channel until ctx ends, reconnecting as needed.
-func (c *Cache) subscribe(ctx context.Context, cl *redis.Client) {
+func (c *Cache) subscribe(ctx context.Context, cl redis.UniversalClient) {
 	var (
 		mu sync.Mutex
 		ps *redis.PubSub

@@ -14,8 +14,11 @@ import (
 
 // Stats are the cache's counters since New, in this process.
 type Stats struct {
-	Hits   int64 `json:"hits"`
-	Misses int64 `json:"misses"`
+	Hits int64 `json:"hits"`
+	// LocalHits counts the hits served by the near-cache; they are part of
+	// Hits too, so Hits - LocalHits went to Redis.
+	LocalHits int64 `json:"localHits"`
+	Misses    int64 `json:"misses"`
 	// Errors counts failed Redis calls, values that could not be encoded or
 	// decoded, and foreign values found under a key.
 	Errors int64 `json:"errors"`
@@ -28,10 +31,11 @@ type Stats struct {
 
 // PrefixStats are the counters of one key prefix.
 type PrefixStats struct {
-	Hits    int64   `json:"hits"`
-	Misses  int64   `json:"misses"`
-	Errors  int64   `json:"errors"`
-	HitRate float64 `json:"hitRate"`
+	Hits      int64   `json:"hits"`
+	LocalHits int64   `json:"localHits"` // near-cache hits, included in Hits
+	Misses    int64   `json:"misses"`
+	Errors    int64   `json:"errors"`
+	HitRate   float64 `json:"hitRate"`
 }
 
 // Stats returns the counters since New.
@@ -41,13 +45,14 @@ func (c *Cache) Stats() Stats {
 		return s
 	}
 	for name, st := range *c.states.Load() {
-		p := PrefixStats{Hits: st.hits.Load(), Misses: st.misses.Load(), Errors: st.errors.Load()}
+		p := PrefixStats{Hits: st.allHits(), LocalHits: st.localHits.Load(), Misses: st.misses.Load(), Errors: st.errors.Load()}
 		if p == (PrefixStats{}) {
 			continue // known from the policy only
 		}
 		p.HitRate = hitRate(p.Hits, p.Misses)
 		s.Prefixes[name] = p
 		s.Hits += p.Hits
+		s.LocalHits += p.LocalHits
 		s.Misses += p.Misses
 		s.Errors += p.Errors
 	}
@@ -73,8 +78,11 @@ const otherPrefix = "_other"
 // prefixState is what the cache knows of one prefix: its counters, and the
 // TTL and generation the policy gives it.
 type prefixState struct {
-	name                 string
+	name string
+	// hits counts the hits served by Redis, localHits those served by the
+	// near-cache; allHits adds them up.
 	hits, misses, errors atomic.Int64
+	localHits            atomic.Int64
 	// flushed* are the counter values already added to Redis; guarded by
 	// Cache.flushMu.
 	flushedHits, flushedMisses, flushedErrors int64
@@ -130,7 +138,7 @@ func (p *prefixes) addState(prefix string, force bool) *prefixState {
 
 // flushStats adds the counters since the last flush to the stats hashes, in
 // one pipelined round trip. Deltas that were not stored stay for the next one.
-func (c *Cache) flushStats(ctx context.Context, cl *redis.Client) error {
+func (c *Cache) flushStats(ctx context.Context, cl redis.UniversalClient) error {
 	c.flushMu.Lock()
 	defer c.flushMu.Unlock()
 
@@ -150,7 +158,7 @@ func (c *Cache) flushStats(ctx context.Context, cl *redis.Client) error {
 			value   int64
 			flushed *int64
 		}{
-			{keyspace.FieldHits, st.hits.Load(), &st.flushedHits},
+			{keyspace.FieldHits, st.allHits(), &st.flushedHits},
 			{keyspace.FieldMisses, st.misses.Load(), &st.flushedMisses},
 			{keyspace.FieldErrors, st.errors.Load(), &st.flushedErrors},
 		} {
