@@ -288,3 +288,65 @@ func TestThousandPolicies(t *testing.T) {
 		t.Errorf("%d Redis connections for policies on one Redis: connections are not shared", conns)
 	}
 }
+
+// On Sentinel, the controller follows the master through a failover: a run
+// started before it completes on the new master.
+func TestSentinelFailover(t *testing.T) {
+	d, err := testredis.StartSentinel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	ctx := context.Background()
+	mc := d.Client()
+	defer mc.Close()
+	for start := 0; start < 20000; start += 5000 {
+		pipe := mc.Pipeline()
+		for i := start; i < start+5000; i++ {
+			pipe.Set(ctx, fmt.Sprintf("sent:users:%d", i), "v", 0)
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	master, err := d.Master()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Let the replica catch up before the failover, so no key is lost with it.
+	if err := mc.Do(ctx, "WAIT", 1, 5000).Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	ns := namespace(t)
+	p := newPolicy(ns, "p", "sent")
+	addrs := d.Addrs()
+	p.Spec.Redis.URL = "redis://" + addrs[0] + "/0"
+	p.Spec.Redis.Mode = cachev1alpha1.RedisModeSentinel
+	p.Spec.Redis.Addresses = addrs[1:]
+	p.Spec.Redis.MasterName = d.MasterName
+	p.Spec.Invalidation.MaxKeysPerSecond = 4000
+	if err := k8s.Create(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, p)
+	update(t, p, func(p *cachev1alpha1.CachePolicy) { p.Spec.Invalidation.Token = "s1" })
+	eventually(t, 30*time.Second, func() (bool, string) {
+		run := get(t, p).Status.LastInvalidation
+		return run != nil && run.Phase == cachev1alpha1.InvalidationRunning && run.KeysDeleted > 2000, fmt.Sprintf("%+v", run)
+	})
+	if _, err := d.KillMaster(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.WaitForNewMaster(master, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	run := waitRun(t, p, cachev1alpha1.TriggerToken, "s1")
+	nc := d.Client() // follows the sentinels to the new master
+	defer nc.Close()
+	if n := countKeys(t, nc, "sent:users:*"); n != 0 {
+		t.Errorf("%d keys left on the new master", n)
+	}
+	t.Logf("run across the failover: %s, %d attempts", run.Message, run.Attempts)
+	waitReady(t, p)
+}
