@@ -501,3 +501,39 @@ func matchLabels(m *dto.Metric, want map[string]string) bool {
 	}
 	return true
 }
+
+// Each declared prefix's TTL and near-cache choice reach the policy hash, and
+// a TTL edit is published again.
+func TestPolicyPublished(t *testing.T) {
+	ns := namespace(t)
+	kp := "pub"
+	p := newPolicy(ns, "p", kp)
+	off := false
+	p.Spec.Prefixes[1].NearCache = &off
+	if err := k8s.Create(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, p)
+	read := func(prefix string) keyspace.PrefixPolicy {
+		raw, err := rdb.HGet(context.Background(), keyspace.New(kp).PolicyKey(), prefix).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		pol, err := keyspace.ParsePrefixPolicy(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pol
+	}
+	if u := read("users"); u.TTL() != 10*time.Minute || u.NearCache != nil {
+		t.Errorf("users = %+v, want ttl 10m and no near-cache choice", u)
+	}
+	if pr := read("products"); pr.TTL() != 5*time.Minute || pr.NearCache == nil || *pr.NearCache {
+		t.Errorf("products = %+v, want the default ttl 5m and nearCache false", pr)
+	}
+	update(t, p, func(p *cachev1alpha1.CachePolicy) { p.Spec.Prefixes[0].TTL = &metav1.Duration{Duration: time.Minute} })
+	eventually(t, 10*time.Second, func() (bool, string) {
+		u := read("users")
+		return u.TTL() == time.Minute, fmt.Sprintf("users = %+v", u)
+	})
+}

@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	cachev1alpha1 "github.com/cacheplane/cacheplane/api/v1alpha1"
+	"github.com/cacheplane/cacheplane/internal/keyspace"
 	"github.com/cacheplane/cacheplane/internal/redisconn"
 )
 
@@ -162,12 +163,12 @@ func (r *CachePolicyReconciler) secretKey(ctx context.Context, ns, name, key, fi
 // records each prefix's TTL and generation in status.
 func (r *CachePolicyReconciler) publishPolicy(ctx context.Context, s *scope) bool {
 	p := s.policy
-	ttls := make(map[string]time.Duration, len(p.Spec.Prefixes))
+	want := make(map[string]keyspace.PrefixPolicy, len(p.Spec.Prefixes))
 	for _, d := range p.Spec.Prefixes {
-		ttls[d.Name] = p.TTLFor(d.Name)
+		want[d.Name] = keyspace.PrefixPolicy{TTLMillis: p.TTLFor(d.Name).Milliseconds(), NearCache: d.NearCache}
 	}
 	cctx, cancel := context.WithTimeout(ctx, redisTimeout)
-	gens, err := s.store.SyncPolicy(cctx, s.space, ttls, statusGenerations(p))
+	gens, err := s.store.SyncPolicy(cctx, s.space, want, statusGenerations(p))
 	cancel()
 	if err != nil {
 		r.redisDown(s, cachev1alpha1.ReasonRedisUnreachable, fmt.Errorf("publish policy: %w", err))

@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -23,12 +22,12 @@ import (
 type Store interface {
 	// Ping checks that Redis answers and accepts the credentials.
 	Ping(ctx context.Context) error
-	// SyncPolicy makes the policy hash hold exactly the given prefixes with their
-	// TTLs, keeping each prefix's generation at least floor[prefix] (the
+	// SyncPolicy makes the policy hash hold exactly the given prefixes with
+	// their TTLs and near-cache choices (want's generations are ignored), keeping each prefix's generation at least floor[prefix] (the
 	// generations status remembers, in case the hash was lost). It publishes a
 	// policy-changed event when anything changed and returns each prefix's
 	// generation.
-	SyncPolicy(ctx context.Context, space keyspace.Space, ttls map[string]time.Duration, floor map[string]int64) (map[string]int64, error)
+	SyncPolicy(ctx context.Context, space keyspace.Space, want map[string]keyspace.PrefixPolicy, floor map[string]int64) (map[string]int64, error)
 	// BumpGenerations raises the generation of each prefix by one (from at least
 	// floor[prefix]) and publishes an invalidated event per prefix, so embedded
 	// libraries stop serving entries written before. It returns the new generations.
@@ -100,24 +99,24 @@ func (s *redisStore) readPolicy(ctx context.Context, space keyspace.Space) (map[
 	return out, nil
 }
 
-func (s *redisStore) SyncPolicy(ctx context.Context, space keyspace.Space, ttls map[string]time.Duration, floor map[string]int64) (map[string]int64, error) {
+func (s *redisStore) SyncPolicy(ctx context.Context, space keyspace.Space, want map[string]keyspace.PrefixPolicy, floor map[string]int64) (map[string]int64, error) {
 	current, err := s.readPolicy(ctx, space)
 	if err != nil {
 		return nil, err
 	}
-	gens := make(map[string]int64, len(ttls))
+	gens := make(map[string]int64, len(want))
 	set := map[string]any{}
-	for prefix, ttl := range ttls {
+	for prefix, w := range want {
 		cur, ok := current[prefix]
-		want := keyspace.PrefixPolicy{TTLMillis: ttl.Milliseconds(), Generation: max(cur.Generation, floor[prefix])}
-		gens[prefix] = want.Generation
-		if !ok || cur != want {
-			set[prefix] = want.Marshal()
+		w.Generation = max(cur.Generation, floor[prefix])
+		gens[prefix] = w.Generation
+		if !ok || !cur.Equal(w) {
+			set[prefix] = w.Marshal()
 		}
 	}
 	var del []string
 	for prefix := range current {
-		if _, ok := ttls[prefix]; !ok {
+		if _, ok := want[prefix]; !ok {
 			del = append(del, prefix)
 		}
 	}

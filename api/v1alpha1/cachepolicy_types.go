@@ -349,6 +349,14 @@ type PrefixSpec struct {
 	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:XValidation:rule=`self.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$') && duration(self) > duration('0s')`,message="ttl must be a positive duration such as 30s, 10m or 1h; leave it out to use spec.defaultTTL"
 	TTL *metav1.Duration `json:"ttl,omitempty"`
+
+	// nearCache says whether pods whose cache has a near-cache (an
+	// in-process tier kept correct by Redis's client tracking) keep this
+	// prefix's entries in memory: true opts the prefix in, false out. It can
+	// only choose among the prefixes a pod tracks (all, unless the pod's
+	// configuration narrows them). Default: as each pod's configuration says.
+	// +optional
+	NearCache *bool `json:"nearCache,omitempty"`
 }
 
 // InvalidationSpec says when and what to invalidate.

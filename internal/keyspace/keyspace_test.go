@@ -108,10 +108,16 @@ func FuzzParseEntry(f *testing.F) {
 }
 
 func TestPolicyAndEventRoundTrip(t *testing.T) {
-	p := keyspace.PrefixPolicy{TTLMillis: 600000, Generation: 3}
-	got, err := keyspace.ParsePrefixPolicy(p.Marshal())
-	if err != nil || got != p {
-		t.Errorf("policy round trip = %+v, %v", got, err)
+	off := false
+	for _, p := range []keyspace.PrefixPolicy{{TTLMillis: 600000, Generation: 3}, {TTLMillis: 1, NearCache: &off}} {
+		got, err := keyspace.ParsePrefixPolicy(p.Marshal())
+		if err != nil || !got.Equal(p) {
+			t.Errorf("policy round trip of %+v = %+v, %v", p, got, err)
+		}
+	}
+	on := true
+	if (keyspace.PrefixPolicy{NearCache: &on}).Equal(keyspace.PrefixPolicy{NearCache: &off}) || (keyspace.PrefixPolicy{}).Equal(keyspace.PrefixPolicy{NearCache: &off}) {
+		t.Error("Equal ignores NearCache")
 	}
 	e := keyspace.Event{Type: keyspace.EventInvalidated, Prefix: "users", Generation: 4}
 	ge, err := keyspace.ParseEvent(e.Marshal())

@@ -12,6 +12,9 @@ type PrefixPolicy struct {
 	// Generation rises with every invalidation of the prefix. Entries written
 	// under an older generation read as misses.
 	Generation int64 `json:"generation"`
+	// NearCache, when set, says whether pods whose Cache has a near-cache
+	// keep this prefix's entries in memory; unset leaves it to the pod.
+	NearCache *bool `json:"nearCache,omitempty"`
 }
 
 // TTL returns the policy's TTL as a duration.
@@ -32,9 +35,15 @@ type Event struct {
 	Generation int64  `json:"generation,omitempty"`
 }
 
+// Equal reports whether p and o say the same.
+func (p PrefixPolicy) Equal(o PrefixPolicy) bool {
+	return p.TTLMillis == o.TTLMillis && p.Generation == o.Generation &&
+		(p.NearCache == nil) == (o.NearCache == nil) && (p.NearCache == nil || *p.NearCache == *o.NearCache)
+}
+
 // Marshal encodes a policy field value.
 func (p PrefixPolicy) Marshal() string {
-	b, _ := json.Marshal(p) // two int64s cannot fail
+	b, _ := json.Marshal(p) // int64s and a bool cannot fail
 	return string(b)
 }
 

@@ -67,11 +67,11 @@ type NearCacheConfig struct {
 	// tier holds; empty means all. Tracking is registered for these
 	// prefixes only, so writes to other prefixes cost this process nothing.
 	//
-	// The list is fixed for the life of the Cache. A policy-driven opt-in (a
-	// field of the published PrefixPolicy) would extend it from the policy
-	// hash; since Redis registers BCAST prefixes per connection, a change
-	// would re-open the tracking connection with the new list, flushing the
-	// tier as any reconnection does.
+	// The list is fixed for the life of the Cache. A CachePolicy's per-prefix
+	// nearCache choice selects among the tracked prefixes: false keeps a
+	// prefix out of memory, true (or unset) keeps it in. It cannot add a
+	// prefix the list leaves out: Redis registers BCAST prefixes per
+	// connection, so this process would not hear of that prefix's writes.
 	Prefixes []string
 }
 
@@ -278,7 +278,7 @@ func (c *Cache) nearDialer() (func(context.Context) (net.Conn, error), error) {
 // reports a near-cache hit. Counting is as in getEntry.
 func (c *Cache) read(ctx context.Context, st *prefixState, key string) (payload []byte, local, found bool, err error) {
 	n := c.near
-	if n == nil || !n.on.Load() || !n.covers(keyspace.PrefixOf(key)) {
+	if n == nil || !n.on.Load() || !n.covers(keyspace.PrefixOf(key)) || st.near.Load() == nearOff {
 		payload, found, err = c.getEntry(ctx, st, key)
 		return payload, false, found, err
 	}
@@ -300,6 +300,12 @@ func (c *Cache) read(ctx context.Context, st *prefixState, key string) (payload 
 		n.store.cancel(key, token)
 		return nil, false, false, err
 	}
+	if ttl == keyGone {
+		// Expired between the GET and the PTTL: serve this read, keep nothing
+		// (kept for the near-cache's TTL, it would outlive the key).
+		n.store.cancel(key, token)
+		return payload, false, true, nil
+	}
 	life := n.cfg.TTL
 	if ttl > 0 {
 		life = min(life, ttl) // never outlive the key in Redis
@@ -311,8 +317,12 @@ func (c *Cache) read(ctx context.Context, st *prefixState, key string) (payload 
 	return payload, false, true, nil
 }
 
+// keyGone is PTTL's answer for a key that does not exist (any more).
+const keyGone = -2
+
 // getEntryTTL is getEntry that also returns the entry's generation and the
-// key's remaining TTL (<= 0: none or unknown), read in the same round trip.
+// key's remaining TTL, read in the same round trip: -1 for none, keyGone when
+// the key expired between the two commands.
 func (c *Cache) getEntryTTL(ctx context.Context, st *prefixState, key string) (gen int64, payload []byte, ttl time.Duration, found bool, err error) {
 	cl := c.client.Load()
 	if cl == nil {

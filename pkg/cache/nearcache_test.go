@@ -506,3 +506,35 @@ func (l *logRecorder) messages() []string {
 	}
 	return m
 }
+
+// A CachePolicy's per-prefix choice keeps a prefix out of (or back in) the
+// near-cache of every pod, without touching their configuration.
+func TestNearCachePolicyOptOut(t *testing.T) {
+	prefix := testPrefix(t)
+	op := newOperator(t, prefix)
+	a := newNearCache(t, cache.Config{KeyPrefix: prefix})
+	op.waitSubscribed(1)
+	mustSet(t, a, "user:1", "u")
+	mustSet(t, a, "order:1", "o")
+	cacheLocally(t, a, "user:1", "u")
+
+	off := false
+	op.setPolicyEntry("user", keyspace.PrefixPolicy{TTLMillis: 60000, NearCache: &off})
+	op.publish(keyspace.Event{Type: keyspace.EventPolicyChanged})
+	waitFor(t, 2*time.Second, "user to leave the near-cache", func() bool {
+		before := a.Stats().LocalHits
+		return getString(t, a, "user:1") == "u" && a.Stats().LocalHits == before
+	})
+	for range 5 {
+		before := a.Stats().LocalHits
+		if getString(t, a, "user:1") != "u" || a.Stats().LocalHits != before {
+			t.Fatal("an opted-out prefix was served from memory")
+		}
+	}
+	cacheLocally(t, a, "order:1", "o") // other prefixes keep their tier
+
+	on := true
+	op.setPolicyEntry("user", keyspace.PrefixPolicy{TTLMillis: 60000, NearCache: &on})
+	op.publish(keyspace.Event{Type: keyspace.EventPolicyChanged})
+	cacheLocally(t, a, "user:1", "u")
+}

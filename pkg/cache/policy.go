@@ -40,10 +40,12 @@ func (c *Cache) refreshPolicy(ctx context.Context, cl redis.UniversalClient) err
 		st := c.addState(prefix, true)
 		raiseGeneration(st, p.Generation)
 		st.ttl.Store(int64(max(p.TTL(), 0)))
+		st.near.Store(nearChoice(p.NearCache))
 	}
 	for name, st := range *c.states.Load() {
 		if _, ok := fields[name]; !ok {
 			st.ttl.Store(0) // the prefix left the policy: back to DefaultTTL
+			st.near.Store(nearUnset)
 		}
 	}
 	return nil
@@ -52,6 +54,24 @@ func (c *Cache) refreshPolicy(ctx context.Context, cl redis.UniversalClient) err
 func (c *Cache) refreshPolicyLogged(ctx context.Context, cl redis.UniversalClient) {
 	if err := c.refreshPolicy(ctx, cl); err != nil && ctx.Err() == nil {
 		c.warn("cache: cannot re-read the policy", "err", err)
+	}
+}
+
+// A prefix's near-cache choice in the policy.
+const (
+	nearUnset int32 = iota // as Config.NearCache says
+	nearOn
+	nearOff
+)
+
+func nearChoice(b *bool) int32 {
+	switch {
+	case b == nil:
+		return nearUnset
+	case *b:
+		return nearOn
+	default:
+		return nearOff
 	}
 }
 

@@ -30,6 +30,14 @@ func (o *operator) setPolicy(prefix string, ttl time.Duration, gen int64) {
 	}
 }
 
+// setPolicyEntry writes one prefix's policy field as the controller does.
+func (o *operator) setPolicyEntry(prefix string, p keyspace.PrefixPolicy) {
+	o.t.Helper()
+	if err := o.rc.HSet(context.Background(), o.space.PolicyKey(), prefix, p.Marshal()).Err(); err != nil {
+		o.t.Fatal(err)
+	}
+}
+
 func (o *operator) publish(ev keyspace.Event) {
 	o.t.Helper()
 	if err := o.rc.Publish(context.Background(), o.space.EventsChannel(), ev.Marshal()).Err(); err != nil {

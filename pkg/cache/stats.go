@@ -89,6 +89,9 @@ type prefixState struct {
 
 	gen atomic.Int64 // entries of older generations are stale
 	ttl atomic.Int64 // policy TTL in nanoseconds; 0 = none
+	// near is the policy's near-cache choice for the prefix: nearUnset,
+	// nearOn or nearOff.
+	near atomic.Int32
 }
 
 // prefixes is a copy-on-write map: reads on the hot path are one atomic load
