@@ -161,7 +161,7 @@ func (p *purgeBench) plainLoop(ctx context.Context) (int64, error) {
 // cliPipe is the shell one-liner: redis-cli --scan feeding UNLINK commands,
 // in the protocol, to redis-cli --pipe.
 func (p *purgeBench) cliPipe(ctx context.Context) (int64, error) {
-	port := strconv.Itoa(p.s.port)
+	port := strconv.Itoa(p.s.Port)
 	script := `redis-cli -p ` + port + ` --scan --pattern '` + purgePattern + `' |
   awk '{ printf "*2\r\n$6\r\nUNLINK\r\n$%d\r\n%s\r\n", length($0), $0 }' |
   redis-cli -p ` + port + ` --pipe >/dev/null`

@@ -16,18 +16,11 @@ import (
 	"github.com/cacheplane/cacheplane/internal/testredis"
 )
 
-// fillCluster writes n keys through a cluster client, pipelined per batch.
+// fillCluster writes n keys through a cluster client.
 func fillCluster(t *testing.T, c *redis.ClusterClient, format string, n int) {
 	t.Helper()
-	ctx := context.Background()
-	for start := 0; start < n; start += 5000 {
-		pipe := c.Pipeline()
-		for i := start; i < min(start+5000, n); i++ {
-			pipe.Set(ctx, fmt.Sprintf(format, i), "v", 0)
-		}
-		if _, err := pipe.Exec(ctx); err != nil {
-			t.Fatal(err)
-		}
+	if err := testredis.Fill(context.Background(), c, format, n); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -114,14 +107,8 @@ func TestRunSurvivesRedisCrash(t *testing.T) {
 	oc := own.Client()
 	defer oc.Close()
 	ctx := context.Background()
-	for start := 0; start < 20000; start += 5000 {
-		pipe := oc.Pipeline()
-		for i := start; i < start+5000; i++ {
-			pipe.Set(ctx, fmt.Sprintf("crash:users:%d", i), "v", 0)
-		}
-		if _, err := pipe.Exec(ctx); err != nil {
-			t.Fatal(err)
-		}
+	if err := testredis.Fill(ctx, oc, "crash:users:%d", 20000); err != nil {
+		t.Fatal(err)
 	}
 	ns := namespace(t)
 	p := newPolicy(ns, "p", "crash")
@@ -300,14 +287,8 @@ func TestSentinelFailover(t *testing.T) {
 	ctx := context.Background()
 	mc := d.Client()
 	defer mc.Close()
-	for start := 0; start < 20000; start += 5000 {
-		pipe := mc.Pipeline()
-		for i := start; i < start+5000; i++ {
-			pipe.Set(ctx, fmt.Sprintf("sent:users:%d", i), "v", 0)
-		}
-		if _, err := pipe.Exec(ctx); err != nil {
-			t.Fatal(err)
-		}
+	if err := testredis.Fill(ctx, mc, "sent:users:%d", 20000); err != nil {
+		t.Fatal(err)
 	}
 	master, err := d.Master()
 	if err != nil {

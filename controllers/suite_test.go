@@ -258,17 +258,7 @@ func update(t *testing.T, p *cachev1alpha1.CachePolicy, change func(*cachev1alph
 
 func fill(t *testing.T, format string, n int) {
 	t.Helper()
-	ctx := context.Background()
-	pipe := rdb.Pipeline()
-	for i := range n {
-		pipe.Set(ctx, fmt.Sprintf(format, i), "v", 0)
-		if i%5000 == 4999 {
-			if _, err := pipe.Exec(ctx); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	if _, err := pipe.Exec(ctx); err != nil {
+	if err := testredis.Fill(context.Background(), rdb, format, n); err != nil {
 		t.Fatal(err)
 	}
 }

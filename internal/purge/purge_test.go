@@ -24,17 +24,7 @@ func TestMain(m *testing.M) {
 
 func fill(t *testing.T, c *redis.Client, format string, n int) {
 	t.Helper()
-	ctx := context.Background()
-	pipe := c.Pipeline()
-	for i := range n {
-		pipe.Set(ctx, fmt.Sprintf(format, i), "v", 0)
-		if i%5000 == 4999 {
-			if _, err := pipe.Exec(ctx); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	if _, err := pipe.Exec(ctx); err != nil {
+	if err := testredis.Fill(context.Background(), c, format, n); err != nil {
 		t.Fatal(err)
 	}
 }

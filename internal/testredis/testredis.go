@@ -237,3 +237,18 @@ func (l *lockedBuffer) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+// Fill writes n keys, fmt.Sprintf(format, i) for i in [0, n), each with the
+// value "v" and no TTL, in pipelined batches (through a cluster client too).
+func Fill(ctx context.Context, c redis.Cmdable, format string, n int) error {
+	for start := 0; start < n; start += 5000 {
+		pipe := c.Pipeline()
+		for i := start; i < min(start+5000, n); i++ {
+			pipe.Set(ctx, fmt.Sprintf(format, i), "v", 0)
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
