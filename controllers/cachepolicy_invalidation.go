@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -30,6 +31,9 @@ func (r *CachePolicyReconciler) reconcileInvalidation(ctx context.Context, s *sc
 		// A token present at creation is adopted: no surprise purge of a warm cache.
 		st.ObservedToken = s.policy.Spec.Invalidation.Token
 	}
+	// nextRun marks the trigger it picks as seen; if the run cannot start,
+	// the trigger must stay pending.
+	watched, lastSchedule := slices.Clone(st.Watched), st.LastScheduleTime
 	next := r.nextRun(ctx, s) // also resolves watches and the schedule for status
 	run := st.LastInvalidation
 	if run == nil || run.Phase == cachev1alpha1.InvalidationComplete {
@@ -37,6 +41,7 @@ func (r *CachePolicyReconciler) reconcileInvalidation(ctx context.Context, s *sc
 			return
 		}
 		if !r.startRun(ctx, s, next) {
+			st.Watched, st.LastScheduleTime = watched, lastSchedule
 			return
 		}
 	}

@@ -1,10 +1,22 @@
 package controllers
 
 import (
+	"context"
+	"errors"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+
+	cachev1alpha1 "github.com/cacheplane/cacheplane/api/v1alpha1"
+	"github.com/cacheplane/cacheplane/internal/keyspace"
+	"github.com/cacheplane/cacheplane/internal/purge"
 
 	"github.com/cacheplane/cacheplane/internal/redisconn"
 )
@@ -79,5 +91,92 @@ func TestStoreCacheSharesAndReleases(t *testing.T) {
 	}
 	if fingerprint([]byte("ab"), []byte("c")) == fingerprint([]byte("a"), []byte("bc")) {
 		t.Error("fingerprint parts are not delimited")
+	}
+}
+
+// flakyStore is a Store whose generation bump fails while failBump is set:
+// Redis going away between the reconcile's ping and the run's start.
+type flakyStore struct {
+	fakeStore
+	failBump bool
+}
+
+func (f *flakyStore) Ping(context.Context) error { return nil }
+
+func (f *flakyStore) SyncPolicy(_ context.Context, _ keyspace.Space, want map[string]keyspace.PrefixPolicy, _ map[string]int64) (map[string]int64, error) {
+	gens := map[string]int64{}
+	for p := range want {
+		gens[p] = 0
+	}
+	return gens, nil
+}
+
+func (f *flakyStore) BumpGenerations(_ context.Context, _ keyspace.Space, prefixes []string, _ map[string]int64) (map[string]int64, error) {
+	if f.failBump {
+		return nil, errors.New("connection reset")
+	}
+	gens := map[string]int64{}
+	for _, p := range prefixes {
+		gens[p] = 1
+	}
+	return gens, nil
+}
+
+func (f *flakyStore) Purge(_ context.Context, _ string, _ []NodeCursor, _ purge.Options, progress func([]NodeCursor, int64) error) error {
+	return progress([]NodeCursor{{Done: true}}, 0)
+}
+
+func (f *flakyStore) ReadStats(context.Context, keyspace.Space, []string) (map[string]Counters, error) {
+	return map[string]Counters{}, nil
+}
+
+// A trigger whose run cannot start (the bump fails) stays pending and runs
+// once Redis answers again: its observation is not recorded as handled.
+func TestTriggerSurvivesFailedStart(t *testing.T) {
+	scheme := runtime.NewScheme()
+	_ = clientgoscheme.AddToScheme(scheme)
+	_ = cachev1alpha1.AddToScheme(scheme)
+	policy := &cachev1alpha1.CachePolicy{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p", Generation: 2, UID: "uid", Finalizers: []string{Finalizer}},
+		Spec: cachev1alpha1.CachePolicySpec{
+			Redis:        cachev1alpha1.RedisSpec{URL: "redis://127.0.0.1:1/0"},
+			KeyPrefix:    "kp",
+			Prefixes:     []cachev1alpha1.PrefixSpec{{Name: "users"}},
+			Invalidation: cachev1alpha1.InvalidationSpec{Watch: []cachev1alpha1.WatchSpec{{Kind: cachev1alpha1.WatchKindConfigMap, Name: "cm"}}},
+		},
+		Status: cachev1alpha1.CachePolicyStatus{
+			ObservedGeneration: 1,
+			Watched:            []cachev1alpha1.WatchedObjectStatus{{Kind: cachev1alpha1.WatchKindConfigMap, Name: "cm", DataHash: "before-the-change"}},
+		},
+	}
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "cm"}, Data: map[string]string{"k": "changed"}}
+	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(policy, cm).WithStatusSubresource(policy).Build()
+	store := &flakyStore{failBump: true}
+	r := &CachePolicyReconciler{Client: c, APIReader: c, stores: newStoreCache(func(redisconn.Options) (Store, error) { return store, nil })}
+	req := ctrl.Request{NamespacedName: types.NamespacedName{Namespace: "ns", Name: "p"}}
+
+	if _, err := r.Reconcile(context.Background(), req); err != nil {
+		t.Fatal(err)
+	}
+	got := &cachev1alpha1.CachePolicy{}
+	if err := c.Get(context.Background(), req.NamespacedName, got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Status.LastInvalidation != nil || got.Status.Watched[0].DataHash != "before-the-change" {
+		t.Fatalf("after a failed start: run %+v, watched %+v; want no run and the change still pending", got.Status.LastInvalidation, got.Status.Watched)
+	}
+
+	store.failBump = false
+	if _, err := r.Reconcile(context.Background(), req); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Get(context.Background(), req.NamespacedName, got); err != nil {
+		t.Fatal(err)
+	}
+	if run := got.Status.LastInvalidation; run == nil || run.Trigger != "ConfigMap/cm" || run.Phase != cachev1alpha1.InvalidationComplete {
+		t.Fatalf("once Redis answers, run = %+v; want the ConfigMap's run, complete", run)
+	}
+	if got.Status.Watched[0].DataHash == "before-the-change" {
+		t.Error("the handled change is still pending")
 	}
 }
