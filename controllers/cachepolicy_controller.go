@@ -134,6 +134,7 @@ func (r *CachePolicyReconciler) fetch(ctx context.Context, key types.NamespacedN
 // invalidation, and syncs stats. Problems end up in conditions and requeues,
 // not in errors: a policy whose Redis is down is a state, not a failure.
 func (r *CachePolicyReconciler) reconcileNormal(ctx context.Context, s *scope) {
+	adoptInitialToken(s)
 	if !r.connect(ctx, s) {
 		return
 	}

@@ -21,16 +21,23 @@ const TriggerDeletion = "Deletion"
 // goes on from its checkpoint in the next reconcile.
 var errSliceSpent = errors.New("time slice spent")
 
+// adoptInitialToken takes a token present at creation as handled: creating a
+// policy must not purge a warm cache. It runs at the first reconcile, before
+// anything that could fail, so a Redis that is down then does not turn the
+// adoption into a purge later.
+func adoptInitialToken(s *scope) {
+	st := &s.policy.Status
+	if st.ObservedGeneration == 0 && st.LastInvalidation == nil {
+		st.ObservedToken = s.policy.Spec.Invalidation.Token
+	}
+}
+
 // reconcileInvalidation advances the current run or starts the next one a
 // trigger asks for. One run at a time; triggers that fire meanwhile are seen
 // (and run) once it completes, because each is a difference between spec or
 // world and status, not a queued event.
 func (r *CachePolicyReconciler) reconcileInvalidation(ctx context.Context, s *scope) {
 	st := &s.policy.Status
-	if st.ObservedGeneration == 0 && st.LastInvalidation == nil {
-		// A token present at creation is adopted: no surprise purge of a warm cache.
-		st.ObservedToken = s.policy.Spec.Invalidation.Token
-	}
 	// nextRun marks the trigger it picks as seen; if the run cannot start,
 	// the trigger must stay pending.
 	watched, lastSchedule := slices.Clone(st.Watched), st.LastScheduleTime

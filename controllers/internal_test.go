@@ -180,3 +180,37 @@ func TestTriggerSurvivesFailedStart(t *testing.T) {
 		t.Error("the handled change is still pending")
 	}
 }
+
+// A policy created while its Redis is down adopts its token all the same:
+// Redis coming back must not turn the creation into a purge.
+func TestTokenAdoptedWhileRedisDown(t *testing.T) {
+	scheme := runtime.NewScheme()
+	_ = cachev1alpha1.AddToScheme(scheme)
+	policy := &cachev1alpha1.CachePolicy{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p", Generation: 1, Finalizers: []string{Finalizer}},
+		Spec: cachev1alpha1.CachePolicySpec{
+			Redis:        cachev1alpha1.RedisSpec{URL: "redis://127.0.0.1:1/0"},
+			KeyPrefix:    "kp",
+			Prefixes:     []cachev1alpha1.PrefixSpec{{Name: "users"}},
+			Invalidation: cachev1alpha1.InvalidationSpec{Token: "v1"},
+		},
+	}
+	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(policy).WithStatusSubresource(policy).Build()
+	down := &downStore{}
+	r := &CachePolicyReconciler{Client: c, APIReader: c, stores: newStoreCache(func(redisconn.Options) (Store, error) { return down, nil })}
+	req := ctrl.Request{NamespacedName: types.NamespacedName{Namespace: "ns", Name: "p"}}
+	if _, err := r.Reconcile(context.Background(), req); err != nil {
+		t.Fatal(err)
+	}
+	got := &cachev1alpha1.CachePolicy{}
+	if err := c.Get(context.Background(), req.NamespacedName, got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Status.ObservedToken != "v1" {
+		t.Fatalf("observedToken = %q after a first reconcile with Redis down, want v1 adopted", got.Status.ObservedToken)
+	}
+}
+
+type downStore struct{ fakeStore }
+
+func (downStore) Ping(context.Context) error { return errors.New("connection refused") }
