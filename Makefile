@@ -68,6 +68,14 @@ build: ## Build the manager binary.
 run: ## Run the manager against the cluster in $KUBECONFIG.
 	go run ./cmd/manager
 
+.PHONY: docker-build
+docker-build: ## Build the manager image $(IMG) (needs a Docker engine).
+	docker build -t $(IMG) .
+
+.PHONY: docker-push
+docker-push: ## Push the manager image $(IMG).
+	docker push $(IMG)
+
 .PHONY: demo
 demo: ## Local control plane + Redis + manager + sample policy + workload; Ctrl-C cleans up.
 	@hack/ensure-redis.sh
@@ -84,8 +92,8 @@ uninstall: ## Remove the CRDs from the cluster in $KUBECONFIG.
 	$(KUBECTL) delete --ignore-not-found -k config/crd
 
 .PHONY: deploy
-deploy: ## Deploy the manager (CRDs, RBAC, Deployment) to the cluster in $KUBECONFIG.
-	$(KUBECTL) apply -k config/default
+deploy: ## Deploy the manager (CRDs, RBAC, Deployment) running image $(IMG) to the cluster in $KUBECONFIG.
+	$(KUBECTL) kustomize config/default | sed 's|image: cacheplane/manager:latest|image: $(IMG)|' | $(KUBECTL) apply -f -
 
 .PHONY: undeploy
 undeploy: ## Remove the manager from the cluster in $KUBECONFIG.
