@@ -38,7 +38,7 @@ say "waiting for other builds into $store (lock)"; flock 9
 if complete "$dir"; then echo "$dir"; exit 0; fi
 
 say "Kubernetes $k8s_version binaries not in $dir; trying setup-envtest's download (60s limit)"
-if timeout 60 go run sigs.k8s.io/controller-runtime/tools/setup-envtest@release-0.23 \
+if timeout 60 go run sigs.k8s.io/controller-runtime/tools/setup-envtest@latest \
      use "$k8s_version" --bin-dir "$store" -p path >/dev/null 2>&1 && complete "$dir"; then
   say "downloaded"; echo "$dir"; exit 0
 fi
