@@ -147,6 +147,7 @@ type Cache struct {
 	codec   Codec
 	log     *slog.Logger
 	timeout time.Duration
+	bound   *deadlines // SocketTimeout, per call
 
 	client atomic.Pointer[universal]
 	closed atomic.Bool
@@ -166,6 +167,10 @@ type Cache struct {
 	logLimit logLimiter
 	near     *nearCache // nil without Config.NearCache
 	pipe     pipeState  // Config.AutoPipeline (pipeline.go)
+
+	// globInvalidations counts the Invalidate calls whose pattern has a
+	// glob in its prefix, so could reach every prefix.
+	globInvalidations atomic.Int64
 }
 
 // New validates cfg and applies defaults. It does not dial: call Connect.
@@ -237,6 +242,7 @@ func New(cfg Config) (*Cache, error) {
 		codec:   cfg.Codec,
 		log:     cfg.Logger,
 		timeout: cfg.SocketTimeout,
+		bound:   newDeadlines(cfg.SocketTimeout),
 		loadTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:        "cacheplane_cache_load_duration_seconds",
 			Help:        "Time spent in loaders after a cache miss, by key prefix.",
@@ -271,11 +277,11 @@ func (c *Cache) Connect(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("cache: %w", err)
 	}
-	rc.AddHook(roundTripDeadline{c.timeout})
+	rc.AddHook(roundTripDeadline{c.bound})
 	if cc, ok := rc.(*redis.ClusterClient); ok {
 		// Invalidate talks to each master's own client (ForEachMaster),
 		// which the cluster client's hooks do not cover.
-		cc.OnNewNode(func(node *redis.Client) { node.AddHook(roundTripDeadline{c.timeout}) })
+		cc.OnNewNode(func(node *redis.Client) { node.AddHook(roundTripDeadline{c.bound}) })
 	}
 	cl := &universal{rc}
 	pctx, cancel := c.opCtx(ctx)
@@ -386,14 +392,7 @@ func (c *Cache) unavailable() error {
 // opCtx bounds one call by SocketTimeout. go-redis's own timeouts bound each
 // read, but retries and pool waits could add up to several of them.
 func (c *Cache) opCtx(ctx context.Context) (context.Context, context.CancelFunc) {
-	return boundCtx(ctx, c.timeout)
-}
-
-func boundCtx(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
-	if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= d {
-		return ctx, noop
-	}
-	return context.WithTimeout(ctx, d)
+	return c.bound.bound(ctx)
 }
 
 func noop() {}
@@ -401,7 +400,7 @@ func noop() {}
 // roundTripDeadline bounds each pipeline round trip (Invalidate's SCAN pages,
 // stats flushes) by the socket timeout, so a stalled server cannot hold them
 // for several read timeouts through retries.
-type roundTripDeadline struct{ d time.Duration }
+type roundTripDeadline struct{ d *deadlines }
 
 func (h roundTripDeadline) DialHook(next redis.DialHook) redis.DialHook { return next }
 
@@ -409,7 +408,7 @@ func (h roundTripDeadline) ProcessHook(next redis.ProcessHook) redis.ProcessHook
 
 func (h roundTripDeadline) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
-		ctx, cancel := boundCtx(ctx, h.d)
+		ctx, cancel := h.d.bound(ctx)
 		defer cancel()
 		return next(ctx, cmds)
 	}

@@ -632,6 +632,8 @@ func TestGenerateKey(t *testing.T) {
 		{"unicode and escapes", map[string]any{"é": "line\n\"q\"\t\x01"}, `{"é":"line\n\"q\"\t\u0001"}`},
 		{"floats", map[string]any{"big": 1e21, "small": 1e-7, "int": 2.0}, `{"big":1e+21,"int":2,"small":1e-7}`},
 		{"unencodable", map[string]any{"f": math.Inf(1)}, `{"f":"float64(+Inf)"}`},
+		{"invalid UTF-8", map[string]any{"b": []any{"\xfe\xfe"}, "a": "\xff", "c": "\ufffd"}, `{"a":"\ufffd","b":["\ufffd\ufffd"],"c":"�"}` + "\x00\x01\xff\x02\xfe\xfe"},
+		{"escaped backslash-u", map[string]any{"q": `\ufffd`}, `{"q":"\\ufffd"}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := cache.GenerateKey("tasks", tc.params)
@@ -732,5 +734,42 @@ func TestCollector(t *testing.T) {
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("collected %v, want %v", got, want)
+	}
+}
+
+// encoding/json writes every invalid UTF-8 byte as \ufffd, so strings that
+// differ only there would share a key, and one caller would be served
+// another's result. Valid strings keep their documented bytes.
+func TestGenerateKeyInvalidUTF8(t *testing.T) {
+	t.Parallel()
+	type query struct {
+		Terms []string
+		By    map[string]string
+	}
+	distinct := []map[string]any{
+		{"q": "\xff"},
+		{"q": "\xfe"},
+		{"q": "\ufffd"}, // a real U+FFFD is a third string
+		{"q": []any{"a", "\xff"}},
+		{"q": []any{"a", "\xfe"}},
+		{"q": map[string]any{"\xff": 1}},
+		{"q": map[string]any{"\xfe": 1}},
+		{"q": query{Terms: []string{"\xff"}}},
+		{"q": query{Terms: []string{"\xfe"}}},
+		{"q": &query{By: map[string]string{"k": "x\xffy"}}},
+		{"q": &query{By: map[string]string{"k": "x\xfey"}}},
+		{"\xff": 1},
+		{"\xfe": 1},
+	}
+	seen := map[string]int{}
+	for i, p := range distinct {
+		k := cache.GenerateKey("p", p)
+		if j, dup := seen[k]; dup {
+			t.Errorf("params #%d %v and #%d %v share key %s", j, distinct[j], i, p, k)
+		}
+		seen[k] = i
+		if again := cache.GenerateKey("p", p); again != k {
+			t.Errorf("params #%d: key %s, then %s", i, k, again)
+		}
 	}
 }

@@ -30,7 +30,8 @@ const maxCachedBody = 1 << 20
 // wildcard of the route selects a path value, any other name a query
 // parameter; without keyParams, every wildcard and every query parameter
 // count. Without a route pattern (the handler is not behind a ServeMux),
-// "route" is the URL path.
+// or with one that ends in '/' (it matches a whole subtree, so the rest of
+// the path picks the response), "route" is the URL path.
 //
 // Only the route and keyParams shape the key: a handler whose response also
 // depends on anything else (the caller's identity, a request header) must
@@ -38,8 +39,10 @@ const maxCachedBody = 1 << 20
 //
 // A request with "Cache-Control: no-cache" skips the lookup and refreshes the
 // entry; "no-store" skips the cache entirely. Responses that set a cookie,
-// carry "Cache-Control: private" or "no-store", flush, or exceed 1 MiB are
-// not stored, nor are responses to HEAD requests (their body may be empty).
+// carry "Cache-Control: private", "no-store" or "no-cache", name request
+// headers in "Vary" (the key does not include them), flush, or exceed 1 MiB
+// are not stored, nor are responses to HEAD requests (their body may be
+// empty).
 // When Redis is down the handler serves the request, after at most one
 // SocketTimeout. A nil *Cache passes every request through.
 func HTTPMiddleware(c *Cache, prefix string, ttl time.Duration, keyParams ...string) func(http.Handler) http.Handler {
@@ -96,13 +99,14 @@ func (c *Cache) serveCached(w http.ResponseWriter, r *http.Request, next http.Ha
 		next.ServeHTTP(w, r)
 		return
 	}
-	gen := st.gen.Load() // before the handler reads its data: see setEntry
+	// Before the handler reads its data: see setEntry and storeLoaded.
+	gen, seq := st.gen.Load(), c.invalidationSeq(st)
 	rec := &recorder{ResponseWriter: w, limit: maxCachedBody}
 	next.ServeHTTP(rec, r)
 	if !rec.storable() {
 		return
 	}
-	if err := c.setEntry(ctx, st, key, gen, rec.encode(), ttl); err != nil {
+	if err := c.storeLoaded(ctx, st, key, gen, seq, rec.encode(), ttl); err != nil {
 		c.warn("cache: storing the response failed", "key", key, "err", err)
 	}
 }
@@ -126,7 +130,10 @@ func requestCacheControl(h http.Header) (noCache, noStore bool) {
 // requestKey builds the cache key of a GET or HEAD request.
 func requestKey(r *http.Request, prefix string, keyParams []string) string {
 	route := r.Pattern
-	if route == "" {
+	if route == "" || strings.HasSuffix(route, "/") {
+		// A subtree pattern ("GET /static/") leaves the rest of the path
+		// unnamed: keyed by the pattern alone, /static/a.css and
+		// /static/b.js would share one entry.
 		route = r.URL.Path
 	}
 	wildcards := patternWildcards(r.Pattern)
@@ -186,7 +193,10 @@ type recorder struct {
 }
 
 func (r *recorder) WriteHeader(code int) {
-	if r.code == 0 {
+	// An informational status (103 Early Hints) precedes the response's
+	// own; taken for it, a 2xx write would not invalidate and a 200 would
+	// not be stored. 101 ends the exchange, as net/http treats it.
+	if r.code == 0 && (code < 100 || code > 199 || code == http.StatusSwitchingProtocols) {
 		r.code = code
 		if r.limit >= 0 {
 			r.header = r.ResponseWriter.Header().Clone()
@@ -240,10 +250,19 @@ func (r *recorder) storable() bool {
 	if _, ok := h["Set-Cookie"]; ok {
 		return false
 	}
+	// Vary names request headers the response depends on; the key has none
+	// of them, so the entry would reach requests it was not made for.
+	for _, v := range h.Values("Vary") {
+		if strings.TrimSpace(v) != "" {
+			return false
+		}
+	}
 	for _, v := range h.Values("Cache-Control") {
 		for d := range strings.SplitSeq(v, ",") {
+			// no-cache allows reuse only after revalidation with the
+			// handler, which a hit never does.
 			switch strings.ToLower(strings.TrimSpace(d)) {
-			case "no-store", "private":
+			case "no-store", "private", "no-cache":
 				return false
 			}
 		}

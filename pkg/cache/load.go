@@ -19,6 +19,12 @@ import (
 // cancelled once no caller is waiting). The waiters share the loaded value:
 // treat it as read-only.
 //
+// A load that overlaps an Invalidate or Delete in this process reaching key's
+// prefix is not written back, and callers that arrive after such a call start
+// a load of their own instead of joining it: what load read before a write
+// is never cached behind the write's invalidation. (Across processes, the
+// operator's generations do this for its invalidations.)
+//
 // Errors of load are returned and never cached. Redis errors are not
 // returned: they are counted and logged, and the call falls through to load
 // (fail open); after a failed read the result is not written back, so a down
@@ -31,7 +37,7 @@ func GetOrLoad[T any](ctx context.Context, c *Cache, key string, ttl time.Durati
 	}
 	st := c.state(keyspace.PrefixOf(key))
 	var v T
-	found, err := c.Get(ctx, key, &v)
+	found, err := c.get(ctx, st, key, &v)
 	if found {
 		return v, nil
 	}
@@ -45,7 +51,10 @@ func GetOrLoad[T any](ctx context.Context, c *Cache, key string, ttl time.Durati
 		writeBack = !isRedisFailure(err)
 	}
 
-	res, err := c.flights.do(ctx, c.space.DataKey(key), func(lctx context.Context) (any, error) {
+	// Before the load reads its source: an invalidation after this point
+	// voids its write-back, and keeps later callers from joining it.
+	seq := c.invalidationSeq(st)
+	res, err := c.flights.do(ctx, c.space.DataKey(key), seq, func(lctx context.Context) (any, error) {
 		gen := st.gen.Load() // before loading: see setEntry
 		start := time.Now()
 		v, err := load(lctx)
@@ -54,7 +63,7 @@ func GetOrLoad[T any](ctx context.Context, c *Cache, key string, ttl time.Durati
 			return nil, err
 		}
 		if writeBack {
-			if err := c.set(lctx, st, key, gen, v, ttl); err != nil {
+			if err := c.setLoaded(lctx, st, key, gen, seq, v, ttl); err != nil {
 				c.warn("cache: write-back failed; value served uncached", "key", key, "err", err)
 			}
 		}
@@ -73,8 +82,11 @@ func GetOrLoad[T any](ctx context.Context, c *Cache, key string, ttl time.Durati
 
 // Cached wraps fn so that its results are cached: the key of a call is
 // GenerateKey(prefix, keyParams(arg)), so only the parameters keyParams picks
-// shape it (nil keyParams: the whole argument, as {"arg": arg}). Loading
-// follows GetOrLoad, including fail open and a nil *Cache.
+// shape it (nil keyParams: the whole argument, as {"arg": arg}). The key sees
+// what encoding/json sees: unexported and `json:"-"` fields do not shape it,
+// so an argument whose identity lives in such fields needs keyParams (or all
+// calls would share one entry). Loading follows GetOrLoad, including fail
+// open and a nil *Cache.
 func Cached[A, R any](c *Cache, prefix string, ttl time.Duration, keyParams func(A) map[string]any,
 	fn func(context.Context, A) (R, error)) func(context.Context, A) (R, error) {
 	return func(ctx context.Context, arg A) (R, error) {
@@ -118,13 +130,16 @@ func (c *Cache) invalidatePrefix(ctx context.Context, prefix string) {
 
 // flightGroup runs one load per key at a time. Unlike x/sync/singleflight,
 // every caller can give up on its own, and the load is cancelled when all
-// have.
+// have. A caller that has seen an invalidation the load in flight has not
+// (a higher seq, see Cache.invalidationSeq) starts a load of its own rather
+// than receive what was read before it.
 type flightGroup struct {
 	mu sync.Mutex
 	m  map[string]*flight
 }
 
 type flight struct {
+	seq     int64
 	done    chan struct{}
 	val     any
 	err     error
@@ -143,15 +158,17 @@ func (p *panicError) Error() string {
 	return fmt.Sprintf("cache: load panicked: %v\n%s", p.value, p.stack)
 }
 
-func (g *flightGroup) do(ctx context.Context, key string, fn func(context.Context) (any, error)) (any, error) {
+func (g *flightGroup) do(ctx context.Context, key string, seq int64, fn func(context.Context) (any, error)) (any, error) {
 	g.mu.Lock()
 	if g.m == nil {
 		g.m = make(map[string]*flight)
 	}
 	f, ok := g.m[key]
-	if !ok {
+	if !ok || f.seq < seq {
+		// A superseded flight goes on for its waiters; run only removes
+		// it from the map while it is still the current one.
 		lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-		f = &flight{done: make(chan struct{}), cancel: cancel}
+		f = &flight{seq: seq, done: make(chan struct{}), cancel: cancel}
 		g.m[key] = f
 		go g.run(f, key, lctx, fn)
 	}

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/cacheplane/cacheplane/pkg/cache"
 )
 
@@ -273,5 +275,125 @@ func TestInvalidateOnWrite(t *testing.T) {
 		if ok, _ := c.Exists(ctx, k); ok != want {
 			t.Errorf("after the write, %s exists = %v, want %v", k, ok, want)
 		}
+	}
+}
+
+// A load that read its source before a write must not be cached once the
+// write's invalidation has run in this process: neither written back (it
+// would be served for a whole TTL) nor handed to callers that arrive after
+// the write.
+func TestInvalidateOnWriteDuringLoad(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c := newCache(t, cache.Config{})
+	var db atomic.Value
+	db.Store("v1")
+	loading, release := make(chan struct{}), make(chan struct{})
+	var loads atomic.Int32
+	load := func(context.Context) (string, error) {
+		v := db.Load().(string) // read before the write...
+		if loads.Add(1) == 1 {
+			close(loading)
+			<-release // ...and returned after its invalidation
+		}
+		return v, nil
+	}
+	first := make(chan string, 1)
+	go func() {
+		v, _ := cache.GetOrLoad(ctx, c, "users:1", time.Hour, load)
+		first <- v
+	}()
+	<-loading
+	update := cache.InvalidateOnWrite(c, "users", func(_ context.Context, v string) (string, error) {
+		db.Store(v)
+		return v, nil
+	})
+	if _, err := update(ctx, "v2"); err != nil {
+		t.Fatal(err)
+	}
+	// A read that starts after the write returned.
+	after := make(chan string, 1)
+	go func() {
+		v, _ := cache.GetOrLoad(ctx, c, "users:1", time.Hour, load)
+		after <- v
+	}()
+	select {
+	case v := <-after:
+		if v != "v2" {
+			t.Errorf("GetOrLoad after the write = %q, want v2", v)
+		}
+	case <-time.After(time.Second):
+		t.Error("GetOrLoad after the write waited for a load that started before it")
+	}
+	close(release)
+	if v := <-first; v != "v1" {
+		t.Errorf("the load in flight returned %q, want what it read, v1", v)
+	}
+	var got string
+	if found, err := c.Get(ctx, "users:1", &got); err != nil || (found && got != "v2") {
+		t.Errorf("after the write, the cache holds %q (found %v, %v), want v2 or nothing", got, found, err)
+	}
+}
+
+// invalidateBeforeSet runs an Invalidate just before the first SET of key
+// goes out: the interleaving in which the invalidation's SCAN has passed
+// before the write-back lands.
+type invalidateBeforeSet struct {
+	key  string
+	once sync.Once
+	run  func()
+}
+
+func (h *invalidateBeforeSet) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *invalidateBeforeSet) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+func (h *invalidateBeforeSet) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if cmd.Name() == "set" && fmt.Sprint(cmd.Args()[1]) == h.key {
+			h.once.Do(h.run)
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func TestInvalidateDuringWriteBack(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c := newCache(t, cache.Config{})
+	h := &invalidateBeforeSet{key: testPrefix(t) + ":users:1"}
+	h.run = func() {
+		if _, err := c.Invalidate(ctx, "users:*"); err != nil {
+			t.Error(err)
+		}
+	}
+	c.Client().AddHook(h)
+	v, err := cache.GetOrLoad(ctx, c, "users:1", time.Hour, func(context.Context) (string, error) { return "read before", nil })
+	if err != nil || v != "read before" {
+		t.Fatalf("GetOrLoad = %q, %v", v, err)
+	}
+	if ok, err := c.Exists(ctx, "users:1"); err != nil || ok {
+		t.Errorf("a value loaded before an invalidation is stored after it (exists %v, %v)", ok, err)
+	}
+	// The same with a Delete of the key.
+	h2 := &invalidateBeforeSet{key: testPrefix(t) + ":users:3"}
+	h2.run = func() {
+		if _, err := c.Delete(ctx, "users:3"); err != nil {
+			t.Error(err)
+		}
+	}
+	c.Client().AddHook(h2)
+	if _, err := cache.GetOrLoad(ctx, c, "users:3", time.Hour, func(context.Context) (string, error) { return "read before", nil }); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := c.Exists(ctx, "users:3"); err != nil || ok {
+		t.Errorf("a value loaded before a Delete is stored after it (exists %v, %v)", ok, err)
+	}
+	// Without an invalidation the write-back stays.
+	if _, err := cache.GetOrLoad(ctx, c, "users:2", time.Hour, func(context.Context) (string, error) { return "x", nil }); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := c.Exists(ctx, "users:2"); !ok {
+		t.Error("write-back without an invalidation was not stored")
 	}
 }

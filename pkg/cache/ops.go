@@ -18,7 +18,11 @@ import (
 // and reports whether it was found. A missing key, an entry invalidated by the
 // policy and a value not written by this package are misses: (false, nil).
 func (c *Cache) Get(ctx context.Context, key string, dst any) (bool, error) {
-	st := c.state(keyspace.PrefixOf(key))
+	return c.get(ctx, c.state(keyspace.PrefixOf(key)), key, dst)
+}
+
+// get is Get of a key whose prefix state the caller has looked up.
+func (c *Cache) get(ctx context.Context, st *prefixState, key string, dst any) (bool, error) {
 	payload, local, found, err := c.read(ctx, st, key)
 	if !found {
 		return false, err
@@ -107,6 +111,16 @@ func (c *Cache) set(ctx context.Context, st *prefixState, key string, gen int64,
 	return c.setEntry(ctx, st, key, gen, payload, ttl)
 }
 
+// setLoaded is set for a loader's result: see storeLoaded.
+func (c *Cache) setLoaded(ctx context.Context, st *prefixState, key string, gen, seq int64, value any, ttl time.Duration) error {
+	payload, err := c.codec.Marshal(value)
+	if err != nil {
+		st.errors.Add(1)
+		return fmt.Errorf("cache: encode %q: %w", key, err)
+	}
+	return c.storeLoaded(ctx, st, key, gen, seq, payload, ttl)
+}
+
 // entryPool recycles the buffers entries are assembled in: go-redis has
 // written the bytes to the socket by the time Set returns.
 var entryPool = sync.Pool{New: func() any { return new([]byte) }}
@@ -160,6 +174,7 @@ func (c *Cache) Delete(ctx context.Context, keys ...string) (int64, error) {
 	redisKeys := make([]string, len(keys))
 	for i, k := range keys {
 		redisKeys[i] = c.space.DataKey(k)
+		c.state(keyspace.PrefixOf(k)).invalidations.Add(1) // before the UNLINK: see invalidationSeq
 	}
 	octx, cancel := c.opCtx(ctx)
 	n, err := unlinkKeys(octx, cl.UniversalClient, redisKeys)
@@ -229,6 +244,12 @@ func (c *Cache) Invalidate(ctx context.Context, pattern string) (int64, error) {
 		st.errors.Add(1)
 		return 0, c.unavailable()
 	}
+	// Counted before the purge starts: see invalidationSeq.
+	if p := keyspace.PrefixOf(pattern); strings.ContainsAny(p, `*?[]\`) {
+		c.globInvalidations.Add(1)
+	} else {
+		st.invalidations.Add(1)
+	}
 	n, err := purge.All(ctx, cl.UniversalClient, c.space.Pattern(pattern), purge.Options{})
 	c.nearSync(ctx) // read-your-invalidation in this process, even after a partial purge
 	if err != nil {
@@ -236,6 +257,46 @@ func (c *Cache) Invalidate(ctx context.Context, pattern string) (int64, error) {
 		return n, opError("invalidate", pattern, err)
 	}
 	return n, nil
+}
+
+// invalidationSeq changes whenever an Invalidate or Delete that may reach
+// keys of st's prefix starts in this process. A loader's result is written
+// back only if it has not changed since before the loader read its source
+// (see storeLoaded): a value read before a write must not be cached after the
+// write's invalidation, which would have nothing left to delete. Both
+// counters only rise, so their sum changes exactly when one of them does.
+func (c *Cache) invalidationSeq(st *prefixState) int64 {
+	return st.invalidations.Load() + c.globInvalidations.Load()
+}
+
+// storeLoaded writes back payload, read from its source when the prefix had
+// generation gen and invalidationSeq seq, unless an invalidation started
+// since.
+func (c *Cache) storeLoaded(ctx context.Context, st *prefixState, key string, gen, seq int64, payload []byte, ttl time.Duration) error {
+	if c.invalidationSeq(st) != seq {
+		return nil
+	}
+	if err := c.setEntry(ctx, st, key, gen, payload, ttl); err != nil {
+		return err
+	}
+	if c.invalidationSeq(st) == seq {
+		// Any later invalidation starts after the SET landed, so its SCAN
+		// or UNLINK finds the entry.
+		return nil
+	}
+	// One started while the SET was on its way: its SCAN may have passed
+	// the key before the SET landed. Delete what this call wrote.
+	if cl := c.client.Load(); cl != nil {
+		octx, cancel := c.opCtx(ctx)
+		err := cl.Unlink(octx, c.space.DataKey(key)).Err()
+		cancel()
+		c.nearEvict(key)
+		if err != nil {
+			c.countError(ctx, st)
+			return opError("delete", key, err)
+		}
+	}
+	return nil
 }
 
 // statsPrefixOfPattern attributes an Invalidate to the prefix its pattern

@@ -52,15 +52,17 @@ func (c *Cache) pipeliner(cl *universal) *redis.AutoPipeliner {
 }
 
 // concurrent counts a call in flight and reports whether another one is;
-// the caller calls done when its command has completed.
-func (c *Cache) concurrent() (busy bool, done func()) {
-	if !c.cfg.AutoPipeline {
-		return false, noop
-	}
-	return c.pipe.inflight.Add(1) > 1, c.pipeDone
+// the caller calls done when its command has completed. (A method rather
+// than a returned func: a method value would be allocated on every call.)
+func (c *Cache) concurrent() (busy bool) {
+	return c.cfg.AutoPipeline && c.pipe.inflight.Add(1) > 1
 }
 
-func (c *Cache) pipeDone() { c.pipe.inflight.Add(-1) }
+func (c *Cache) done() {
+	if c.cfg.AutoPipeline {
+		c.pipe.inflight.Add(-1)
+	}
+}
 
 // await submits cmd and waits for it within ctx.
 func await(ctx context.Context, p *redis.AutoPipeliner, cmd redis.Cmder) error {
@@ -69,8 +71,8 @@ func await(ctx context.Context, p *redis.AutoPipeliner, cmd redis.Cmder) error {
 
 // redisGet is GET key, pipelined if configured. A missing key is redis.Nil.
 func (c *Cache) redisGet(ctx context.Context, cl *universal, key string) ([]byte, error) {
-	busy, done := c.concurrent()
-	defer done()
+	busy := c.concurrent()
+	defer c.done()
 	p := c.pipeliner(cl)
 	if p == nil || !busy {
 		return cl.Get(ctx, key).Bytes()
@@ -85,8 +87,8 @@ func (c *Cache) redisGet(ctx context.Context, cl *universal, key string) ([]byte
 // redisSet is SET key value PX ttl, pipelined if configured. value may be
 // reused by the caller once it returns.
 func (c *Cache) redisSet(ctx context.Context, cl *universal, key string, value []byte, ttl time.Duration) error {
-	busy, done := c.concurrent()
-	defer done()
+	busy := c.concurrent()
+	defer c.done()
 	p := c.pipeliner(cl)
 	if p == nil || !busy {
 		return cl.Set(ctx, key, value, ttl).Err()
@@ -100,8 +102,8 @@ func (c *Cache) redisSet(ctx context.Context, cl *universal, key string, value [
 // redisGetPTTL is GET and PTTL of key in one round trip (the near-cache's
 // miss path). get's error is redis.Nil for a missing key.
 func (c *Cache) redisGetPTTL(ctx context.Context, cl *universal, key string) (get *redis.StringCmd, pttl *redis.DurationCmd, err error) {
-	busy, done := c.concurrent()
-	defer done()
+	busy := c.concurrent()
+	defer c.done()
 	if p := c.pipeliner(cl); p != nil && busy {
 		get = redis.NewStringCmd(ctx, "get", key)
 		pttl = redis.NewDurationCmd(ctx, time.Millisecond, "pttl", key)

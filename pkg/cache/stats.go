@@ -92,6 +92,10 @@ type prefixState struct {
 	// near is the policy's near-cache choice for the prefix: nearUnset,
 	// nearOn or nearOff.
 	near atomic.Int32
+
+	// invalidations counts the Invalidate and Delete calls of this process
+	// that reached the prefix (see Cache.invalidationSeq).
+	invalidations atomic.Int64
 }
 
 // prefixes is a copy-on-write map: reads on the hot path are one atomic load
