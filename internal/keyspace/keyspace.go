@@ -101,10 +101,6 @@ func (s Space) PolicyKey() string { return s.tag + ":policy" }
 // StatsKey is the hash pkg/cache adds its counters of one prefix to.
 func (s Space) StatsKey(prefix string) string { return s.tag + ":stats:" + prefix }
 
-// StatsPattern matches every stats hash of the space; the controller SCANs it
-// when a prefix is not declared (so undeclared prefixes still show up).
-func (s Space) StatsPattern() string { return EscapeGlob(s.tag) + ":stats:*" }
-
 // EventsChannel is the pub/sub channel of policy changes and invalidations:
 // {cacheplane:KP}:events in database 0, {cacheplane:KP}:events:db<N> in
 // database N (see InDB).
