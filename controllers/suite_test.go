@@ -35,7 +35,7 @@ var (
 	k8s       client.Client
 	srv       *testredis.Server
 	rdb       *redis.Client
-	logs      = &logBuffer{}
+	logs      = &testenv.LogBuffer{}
 	managerMu sync.Mutex
 	stopMgr   context.CancelFunc
 	mgrDone   chan struct{}
@@ -290,21 +290,4 @@ func events(t *testing.T, ns, name string) []corev1.Event {
 
 func key(ns, name string) types.NamespacedName {
 	return types.NamespacedName{Namespace: ns, Name: name}
-}
-
-type logBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

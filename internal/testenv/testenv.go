@@ -216,3 +216,24 @@ func durationFromEnv(name string, def time.Duration) time.Duration {
 	}
 	return def
 }
+
+// LogBuffer collects a manager's log for a test to search (for secrets that
+// must not be there, for panics); writes may come from many goroutines.
+type LogBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+// Write appends p.
+func (l *LogBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+// String returns everything written so far.
+func (l *LogBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}

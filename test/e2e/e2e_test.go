@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -38,7 +37,7 @@ var (
 	env     *testenv.Env
 	k8s     client.Client
 	srv     *testredis.Server
-	mgrLogs = &logBuffer{}
+	mgrLogs = &testenv.LogBuffer{}
 )
 
 // TestMain starts what a user's cluster would hold: an API server with the
@@ -301,21 +300,4 @@ func reconciled(t *testing.T, ns string) {
 		return p.Status.ObservedGeneration == p.Generation && p.Spec.StatsInterval.Duration.String() == next,
 			fmt.Sprintf("generation %d, observed %d", p.Generation, p.Status.ObservedGeneration)
 	})
-}
-
-type logBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
