@@ -135,10 +135,8 @@ func (r *CachePolicyReconciler) fetch(ctx context.Context, key types.NamespacedN
 // not in errors: a policy whose Redis is down is a state, not a failure.
 func (r *CachePolicyReconciler) reconcileNormal(ctx context.Context, s *scope) {
 	adoptInitialToken(s)
-	if !r.connect(ctx, s) {
-		return
-	}
-	if !r.publishPolicy(ctx, s) {
+	if !r.connect(ctx, s) || !r.publishPolicy(ctx, s) {
+		r.runBlocked(s)
 		return
 	}
 	r.reconcileInvalidation(ctx, s)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	cachev1alpha1 "github.com/cacheplane/cacheplane/api/v1alpha1"
@@ -214,6 +215,24 @@ func (r *CachePolicyReconciler) failRun(s *scope, err error) {
 	r.event(p, corev1.EventTypeWarning, ReasonInvalidationFailed, "Invalidate", run.Message)
 	metricRunsFinished.WithLabelValues(triggerLabel(run.Trigger), "error").Inc()
 	s.requeue(delay)
+}
+
+// runBlocked records that the current run cannot go on because Redis is
+// unreachable: a run in progress is reported Failed (and retried with backoff)
+// rather than left showing Running while nothing happens.
+func (r *CachePolicyReconciler) runBlocked(s *scope) {
+	run := s.policy.Status.LastInvalidation
+	if run == nil || run.Phase == cachev1alpha1.InvalidationComplete {
+		return
+	}
+	if run.Phase == cachev1alpha1.InvalidationFailed && run.NextAttemptAt != nil && s.now.Before(run.NextAttemptAt.Time) {
+		return // this attempt's failure is already counted
+	}
+	msg := "Redis is unreachable"
+	if c := meta.FindStatusCondition(s.policy.Status.Conditions, cachev1alpha1.ConditionRedisConnected); c != nil && c.Status == metav1.ConditionFalse {
+		msg = c.Message
+	}
+	r.failRun(s, errors.New(msg))
 }
 
 // retryDelay doubles from 1s per failed attempt, up to 5 minutes.

@@ -214,3 +214,48 @@ func TestTokenAdoptedWhileRedisDown(t *testing.T) {
 type downStore struct{ fakeStore }
 
 func (downStore) Ping(context.Context) error { return errors.New("connection refused") }
+
+// A run in progress when Redis becomes unreachable is reported Failed, with
+// its attempts counted once per backoff period, not left showing Running.
+func TestRunFailsWhileRedisDown(t *testing.T) {
+	scheme := runtime.NewScheme()
+	_ = cachev1alpha1.AddToScheme(scheme)
+	started := metav1.NewMicroTime(time.Now().Add(-time.Minute))
+	policy := &cachev1alpha1.CachePolicy{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p", Generation: 2, Finalizers: []string{Finalizer}},
+		Spec: cachev1alpha1.CachePolicySpec{
+			Redis:        cachev1alpha1.RedisSpec{URL: "redis://127.0.0.1:1/0"},
+			KeyPrefix:    "kp",
+			Prefixes:     []cachev1alpha1.PrefixSpec{{Name: "users"}},
+			Invalidation: cachev1alpha1.InvalidationSpec{Token: "v2"},
+		},
+		Status: cachev1alpha1.CachePolicyStatus{
+			ObservedGeneration: 2,
+			ObservedToken:      "v1",
+			LastInvalidation: &cachev1alpha1.InvalidationStatus{
+				Token: "v2", Trigger: cachev1alpha1.TriggerToken, Phase: cachev1alpha1.InvalidationRunning,
+				Prefixes: []string{"users"}, Patterns: []string{"kp:users:*"}, StartedAt: &started, KeysDeleted: 10,
+				Checkpoint: &cachev1alpha1.InvalidationCheckpoint{Cursors: []cachev1alpha1.ScanCursor{{Cursor: "42"}}},
+			},
+		},
+	}
+	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(policy).WithStatusSubresource(policy).Build()
+	r := &CachePolicyReconciler{Client: c, APIReader: c, stores: newStoreCache(func(redisconn.Options) (Store, error) { return &downStore{}, nil })}
+	req := ctrl.Request{NamespacedName: types.NamespacedName{Namespace: "ns", Name: "p"}}
+	got := &cachev1alpha1.CachePolicy{}
+	for range 3 {
+		if _, err := r.Reconcile(context.Background(), req); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Get(context.Background(), req.NamespacedName, got); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run := got.Status.LastInvalidation
+	if run.Phase != cachev1alpha1.InvalidationFailed || run.Attempts != 1 || run.NextAttemptAt == nil {
+		t.Fatalf("run = %+v; want Failed, 1 attempt (three reconciles inside one backoff), a next attempt time", run)
+	}
+	if run.Checkpoint == nil || run.Checkpoint.Cursors[0].Cursor != "42" || run.KeysDeleted != 10 {
+		t.Errorf("the failure lost the checkpoint: %+v", run)
+	}
+}
