@@ -96,6 +96,15 @@ func waitValue(t *testing.T, c *cache.Cache, key, want string, allowed ...string
 	}
 }
 
+// barrier waits until c has applied the invalidations Redis sent it so far,
+// through an Invalidate that matches nothing.
+func barrier(t *testing.T, c *cache.Cache) {
+	t.Helper()
+	if _, err := c.Invalidate(context.Background(), "no-such-prefix:*"); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestNearCacheCrossPodWrites(t *testing.T) {
 	prefix := testPrefix(t)
 	a := newNearCache(t, cache.Config{KeyPrefix: prefix})
@@ -130,12 +139,17 @@ func TestNearCacheCrossPodWrites(t *testing.T) {
 	// Invalidate (SCAN + UNLINK) in one pod.
 	mustSet(t, a, "user:2", "w")
 	mustSet(t, a, "order:1", "o")
+	// b's own Invalidate returns once b has applied every invalidation Redis
+	// sent it before: here, those of the two Sets, which could otherwise
+	// arrive after b cached the values and evict them.
+	barrier(t, b)
 	cacheLocally(t, b, "user:2", "w")
 	cacheLocally(t, b, "order:1", "o")
 	if _, err := a.Invalidate(context.Background(), "user:*"); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("cross-pod Invalidate visible after %v", waitValue(t, b, "user:2", "", "w"))
+	barrier(t, b)
 	// Other prefixes keep their entries.
 	before := b.Stats().LocalHits
 	if got := getString(t, b, "order:1"); got != "o" || b.Stats().LocalHits != before+1 {
@@ -179,6 +193,10 @@ func TestNearCacheReadsOwnWrites(t *testing.T) {
 			t.Fatalf("GetOrLoad = %q, %v", v, err)
 		}
 	}
+	// The load's own SET sends an invalidation that may evict the first
+	// copy; once it is applied, the value is cached for good.
+	barrier(t, c)
+	cacheLocally(t, c, "k:3", "loaded")
 	before := c.Stats().LocalHits
 	if v, _ := cache.GetOrLoad(ctx, c, "k:3", time.Hour, load); v != "loaded" || loads != 1 {
 		t.Fatalf("GetOrLoad = %q after %d loads", v, loads)
@@ -197,6 +215,7 @@ func TestNearCacheFollowsGenerations(t *testing.T) {
 	op.waitSubscribed(1)
 	mustSet(t, a, "user:1", "old")
 	mustSet(t, a, "order:1", "kept")
+	barrier(t, a) // the Sets' own invalidations must not evict what follows
 	cacheLocally(t, a, "user:1", "old")
 	cacheLocally(t, a, "order:1", "kept")
 
