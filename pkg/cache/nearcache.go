@@ -300,15 +300,16 @@ func (c *Cache) read(ctx context.Context, st *prefixState, key string) (payload 
 		n.store.cancel(key, token)
 		return nil, false, false, err
 	}
-	if ttl == keyGone {
-		// Expired between the GET and the PTTL: serve this read, keep nothing
-		// (kept for the near-cache's TTL, it would outlive the key).
+	life := n.cfg.TTL
+	switch {
+	case ttl > 0:
+		life = min(life, ttl) // never outlive the key in Redis
+	case ttl != noExpiry:
+		// Expiring within the millisecond (PTTL 0) or expired between the GET
+		// and the PTTL (keyGone): serve this read, keep nothing; kept for the
+		// near-cache's TTL, it would outlive the key.
 		n.store.cancel(key, token)
 		return payload, false, true, nil
-	}
-	life := n.cfg.TTL
-	if ttl > 0 {
-		life = min(life, ttl) // never outlive the key in Redis
 	}
 	// A copy: payload may alias the client's buffers (see Codec).
 	n.store.fill(key, token, slices.Clone(payload), gen, monoNow()+int64(life), func() bool {
@@ -317,8 +318,12 @@ func (c *Cache) read(ctx context.Context, st *prefixState, key string) (payload 
 	return payload, false, true, nil
 }
 
-// keyGone is PTTL's answer for a key that does not exist (any more).
-const keyGone = -2
+// PTTL's answers for a key without a TTL, and for a key that does not exist
+// (any more).
+const (
+	noExpiry = -1
+	keyGone  = -2
+)
 
 // getEntryTTL is getEntry that also returns the entry's generation and the
 // key's remaining TTL, read in the same round trip: -1 for none, keyGone when

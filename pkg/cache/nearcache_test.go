@@ -390,6 +390,7 @@ func TestNearCacheDisabledWhenTrackingRefused(t *testing.T) {
 func TestNearCacheTTL(t *testing.T) {
 	c := newNearCache(t, cache.Config{NearCache: &cache.NearCacheConfig{TTL: 300 * time.Millisecond}})
 	mustSet(t, c, "k:1", "v")
+	barrier(t, c) // the Set's own invalidation must not evict the copy below
 	cacheLocally(t, c, "k:1", "v")
 	stored := time.Now()
 	waitFor(t, 2*time.Second, "the local entry to expire", func() bool {
@@ -406,6 +407,7 @@ func TestNearCacheTTL(t *testing.T) {
 	if err := long.Set(context.Background(), "k:2", "v", 200*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
+	barrier(t, long)
 	cacheLocally(t, long, "k:2", "v")
 	waitFor(t, 2*time.Second, "the key's expiry to reach the near-cache", func() bool { return getString(t, long, "k:2") == "" })
 }
