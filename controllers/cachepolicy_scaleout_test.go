@@ -16,6 +16,21 @@ import (
 	"github.com/cacheplane/cacheplane/internal/testredis"
 )
 
+// waitMidRun waits until the policy's run is under way, with more than 2,000
+// keys deleted, and returns its start time.
+func waitMidRun(t *testing.T, p *cachev1alpha1.CachePolicy) metav1.MicroTime {
+	t.Helper()
+	var started metav1.MicroTime
+	eventually(t, 30*time.Second, func() (bool, string) {
+		run := get(t, p).Status.LastInvalidation
+		if run != nil && run.StartedAt != nil {
+			started = *run.StartedAt
+		}
+		return run != nil && run.Phase == cachev1alpha1.InvalidationRunning && run.KeysDeleted > 2000, fmt.Sprintf("%+v", run)
+	})
+	return started
+}
+
 // fillCluster writes n keys through a cluster client.
 func fillCluster(t *testing.T, c *redis.ClusterClient, format string, n int) {
 	t.Helper()
@@ -119,14 +134,7 @@ func TestRunSurvivesRedisCrash(t *testing.T) {
 	}
 	waitReady(t, p)
 	update(t, p, func(p *cachev1alpha1.CachePolicy) { p.Spec.Invalidation.Token = "k1" })
-	var started metav1.MicroTime
-	eventually(t, 30*time.Second, func() (bool, string) {
-		run := get(t, p).Status.LastInvalidation
-		if run != nil && run.StartedAt != nil {
-			started = *run.StartedAt
-		}
-		return run != nil && run.Phase == cachev1alpha1.InvalidationRunning && run.KeysDeleted > 2000, fmt.Sprintf("%+v", run)
-	})
+	started := waitMidRun(t, p)
 	own.Stop()
 	eventually(t, 30*time.Second, func() (bool, string) {
 		run := get(t, p).Status.LastInvalidation
@@ -187,14 +195,7 @@ func TestLeaderFailoverResumesRun(t *testing.T) {
 	}
 	waitReady(t, p)
 	update(t, p, func(p *cachev1alpha1.CachePolicy) { p.Spec.Invalidation.Token = "h1" })
-	var started metav1.MicroTime
-	eventually(t, 30*time.Second, func() (bool, string) {
-		run := get(t, p).Status.LastInvalidation
-		if run != nil && run.StartedAt != nil {
-			started = *run.StartedAt
-		}
-		return run != nil && run.Phase == cachev1alpha1.InvalidationRunning && run.KeysDeleted > 2000, fmt.Sprintf("%+v", run)
-	})
+	started := waitMidRun(t, p)
 	select {
 	case <-b.elected:
 		t.Fatal("replica b leads while a holds the lease")
@@ -312,10 +313,7 @@ func TestSentinelFailover(t *testing.T) {
 	}
 	waitReady(t, p)
 	update(t, p, func(p *cachev1alpha1.CachePolicy) { p.Spec.Invalidation.Token = "s1" })
-	eventually(t, 30*time.Second, func() (bool, string) {
-		run := get(t, p).Status.LastInvalidation
-		return run != nil && run.Phase == cachev1alpha1.InvalidationRunning && run.KeysDeleted > 2000, fmt.Sprintf("%+v", run)
-	})
+	waitMidRun(t, p)
 	if _, err := d.KillMaster(); err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	cachev1alpha1 "github.com/cacheplane/cacheplane/api/v1alpha1"
@@ -94,6 +95,17 @@ func TestStoreCacheSharesAndReleases(t *testing.T) {
 	}
 }
 
+// fakeReconciler runs the reconciler on a fake API client holding objs, with
+// every policy's Redis being store; req names the policy "ns/p".
+func fakeReconciler(store Store, objs ...client.Object) (r *CachePolicyReconciler, c client.Client, req ctrl.Request) {
+	scheme := runtime.NewScheme()
+	_ = clientgoscheme.AddToScheme(scheme)
+	_ = cachev1alpha1.AddToScheme(scheme)
+	c = fake.NewClientBuilder().WithScheme(scheme).WithObjects(objs...).WithStatusSubresource(&cachev1alpha1.CachePolicy{}).Build()
+	r = &CachePolicyReconciler{Client: c, APIReader: c, stores: newStoreCache(func(redisconn.Options) (Store, error) { return store, nil })}
+	return r, c, ctrl.Request{NamespacedName: types.NamespacedName{Namespace: "ns", Name: "p"}}
+}
+
 // flakyStore is a Store whose generation bump fails while failBump is set:
 // Redis going away between the reconcile's ping and the run's start.
 type flakyStore struct {
@@ -133,9 +145,6 @@ func (f *flakyStore) ReadStats(context.Context, keyspace.Space, []string) (map[s
 // A trigger whose run cannot start (the bump fails) stays pending and runs
 // once Redis answers again: its observation is not recorded as handled.
 func TestTriggerSurvivesFailedStart(t *testing.T) {
-	scheme := runtime.NewScheme()
-	_ = clientgoscheme.AddToScheme(scheme)
-	_ = cachev1alpha1.AddToScheme(scheme)
 	policy := &cachev1alpha1.CachePolicy{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p", Generation: 2, UID: "uid", Finalizers: []string{Finalizer}},
 		Spec: cachev1alpha1.CachePolicySpec{
@@ -150,10 +159,8 @@ func TestTriggerSurvivesFailedStart(t *testing.T) {
 		},
 	}
 	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "cm"}, Data: map[string]string{"k": "changed"}}
-	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(policy, cm).WithStatusSubresource(policy).Build()
 	store := &flakyStore{failBump: true}
-	r := &CachePolicyReconciler{Client: c, APIReader: c, stores: newStoreCache(func(redisconn.Options) (Store, error) { return store, nil })}
-	req := ctrl.Request{NamespacedName: types.NamespacedName{Namespace: "ns", Name: "p"}}
+	r, c, req := fakeReconciler(store, policy, cm)
 
 	if _, err := r.Reconcile(context.Background(), req); err != nil {
 		t.Fatal(err)
@@ -184,8 +191,6 @@ func TestTriggerSurvivesFailedStart(t *testing.T) {
 // A policy created while its Redis is down adopts its token all the same:
 // Redis coming back must not turn the creation into a purge.
 func TestTokenAdoptedWhileRedisDown(t *testing.T) {
-	scheme := runtime.NewScheme()
-	_ = cachev1alpha1.AddToScheme(scheme)
 	policy := &cachev1alpha1.CachePolicy{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p", Generation: 1, Finalizers: []string{Finalizer}},
 		Spec: cachev1alpha1.CachePolicySpec{
@@ -195,10 +200,7 @@ func TestTokenAdoptedWhileRedisDown(t *testing.T) {
 			Invalidation: cachev1alpha1.InvalidationSpec{Token: "v1"},
 		},
 	}
-	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(policy).WithStatusSubresource(policy).Build()
-	down := &downStore{}
-	r := &CachePolicyReconciler{Client: c, APIReader: c, stores: newStoreCache(func(redisconn.Options) (Store, error) { return down, nil })}
-	req := ctrl.Request{NamespacedName: types.NamespacedName{Namespace: "ns", Name: "p"}}
+	r, c, req := fakeReconciler(&downStore{}, policy)
 	if _, err := r.Reconcile(context.Background(), req); err != nil {
 		t.Fatal(err)
 	}
@@ -218,8 +220,6 @@ func (downStore) Ping(context.Context) error { return errors.New("connection ref
 // A run in progress when Redis becomes unreachable is reported Failed, with
 // its attempts counted once per backoff period, not left showing Running.
 func TestRunFailsWhileRedisDown(t *testing.T) {
-	scheme := runtime.NewScheme()
-	_ = cachev1alpha1.AddToScheme(scheme)
 	started := metav1.NewMicroTime(time.Now().Add(-time.Minute))
 	policy := &cachev1alpha1.CachePolicy{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p", Generation: 2, Finalizers: []string{Finalizer}},
@@ -239,9 +239,7 @@ func TestRunFailsWhileRedisDown(t *testing.T) {
 			},
 		},
 	}
-	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(policy).WithStatusSubresource(policy).Build()
-	r := &CachePolicyReconciler{Client: c, APIReader: c, stores: newStoreCache(func(redisconn.Options) (Store, error) { return &downStore{}, nil })}
-	req := ctrl.Request{NamespacedName: types.NamespacedName{Namespace: "ns", Name: "p"}}
+	r, c, req := fakeReconciler(&downStore{}, policy)
 	got := &cachev1alpha1.CachePolicy{}
 	for range 3 {
 		if _, err := r.Reconcile(context.Background(), req); err != nil {

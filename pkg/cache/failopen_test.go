@@ -99,6 +99,32 @@ func failOpenCalls(t *testing.T, c *cache.Cache, api *httptest.Server) map[strin
 	return results
 }
 
+// checkStalled makes every call against a stalled server: each fails open or
+// errs as it should, within SocketTimeout (timeout), and a shorter caller
+// context ends a call sooner.
+func checkStalled(t *testing.T, c *cache.Cache, api *httptest.Server, timeout time.Duration) {
+	t.Helper()
+	for name, r := range failOpenCalls(t, c, api) {
+		t.Logf("%s with Redis stalled: %v", name, r.elapsed)
+		if failOpen[name] != (r.err == nil) {
+			t.Errorf("%s with Redis stalled: %v (fail open: %v)", name, r.err, failOpen[name])
+		}
+		// Retries would take several timeouts; allow scheduling slack only.
+		if limit := timeout + 400*time.Millisecond; r.elapsed > limit {
+			t.Errorf("%s with Redis stalled took %v, want at most SocketTimeout %v (+ slack)", name, r.elapsed, timeout)
+		}
+	}
+	short, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if _, err := c.Get(short, "user:1", nil); err == nil {
+		t.Error("Get with a 50ms context succeeded against a stalled server")
+	}
+	if elapsed := time.Since(start); elapsed > timeout/2 {
+		t.Errorf("Get with a 50ms context took %v", elapsed)
+	}
+}
+
 var failOpen = map[string]bool{"GetOrLoad": true, "Cached": true, "InvalidateOnWrite": true, "HTTP GET": true, "HTTP PUT": true}
 
 func newMiddlewareAPI(t *testing.T, c *cache.Cache) *httptest.Server {
@@ -190,27 +216,7 @@ func TestFailOpenServerStalls(t *testing.T) {
 	}
 
 	proxy.Stall()
-	for name, r := range failOpenCalls(t, c, api) {
-		t.Logf("%s with Redis stalled: %v", name, r.elapsed)
-		if failOpen[name] != (r.err == nil) {
-			t.Errorf("%s with Redis stalled: %v (fail open: %v)", name, r.err, failOpen[name])
-		}
-		// Retries would take several timeouts; allow scheduling slack only.
-		if limit := timeout + 400*time.Millisecond; r.elapsed > limit {
-			t.Errorf("%s with Redis stalled took %v, want at most SocketTimeout %v (+ slack)", name, r.elapsed, timeout)
-		}
-	}
-
-	// The caller's context still rules when it ends first.
-	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
-	defer cancel()
-	start := time.Now()
-	if _, err := c.Get(short, "user:1", nil); err == nil {
-		t.Error("Get with a 50ms context succeeded against a stalled server")
-	}
-	if elapsed := time.Since(start); elapsed > timeout/2 {
-		t.Errorf("Get with a 50ms context took %v", elapsed)
-	}
+	checkStalled(t, c, api, timeout)
 
 	proxy.Resume()
 	waitFor(t, 10*time.Second, "reads to work again", func() bool { return c.Set(ctx, "user:3", "x", 0) == nil })
