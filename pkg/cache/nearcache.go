@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"slices"
 	"strings"
@@ -21,7 +22,12 @@ const (
 	DefaultNearCacheMaxEntries = 10_000
 	DefaultNearCacheMaxBytes   = 64 << 20
 	DefaultNearCacheTTL        = time.Minute
+	DefaultNearCacheLease      = time.Second
 )
+
+// MinNearCacheLease is the shortest NearCacheConfig.Lease: the tracking
+// connection is PINGed four times per lease.
+const MinNearCacheLease = 10 * time.Millisecond
 
 // NearCacheConfig enables the near-cache: a bounded in-process tier in front
 // of Redis for Get and GetOrLoad (and Cached, which uses it), so that a hot
@@ -37,13 +43,31 @@ const (
 // return, and Invalidate waits until the invalidations of the keys it deleted
 // have been applied, so a process always reads its own writes.
 //
-// When the tracking connection is lost, the tier is emptied and bypassed
-// until tracking is re-established (entries it can no longer hear about are
-// never served). A server that refuses tracking (no RESP3, CLIENT renamed or
-// forbidden by ACL, as on some managed services) turns the tier off for the
-// life of the Cache, with a logged warning; the Cache then works as without
-// it. The tier needs Standalone mode for now: in Cluster and Sentinel mode it
-// stays off with a warning (tracking would have to follow each master).
+// Staleness bound. A hit is served from memory only while the tier holds a
+// lease: the tracking connection is PINGed every Lease/4, and Redis answers
+// a PING only after the invalidations of every write acknowledged before the
+// PING was sent, on the same connection. The tier serves while the answer to
+// a PING sent within the last Lease has arrived. So, whatever happens to the
+// connection (healthy, stalled without a FIN, lost), a write acknowledged at
+// time W is never hidden by this tier from a read that starts after W+Lease
+// (1s at defaults, independent of SocketTimeout); with a healthy connection
+// it is hidden only for the notification delay. While the lease has lapsed,
+// reads go to Redis; the entries stay, and are served again once a fresh
+// PING is answered (which proves the invalidations sent meanwhile have been
+// applied). A connection that leaves a PING unanswered for SocketTimeout is
+// replaced, and the tier emptied.
+//
+// A lost tracking connection is dialed again with exponential backoff; the
+// tier is emptied and bypassed meanwhile, so entries it could not hear about
+// are never served. Only a server that will never track keys for this
+// client (no RESP3: NOPROTO; CLIENT renamed or missing: unknown command or
+// subcommand; forbidden by ACL: NOPERM, as on some managed services) turns
+// the tier off for the life of the Cache, with a logged warning; the Cache
+// then works as without it. Any other refusal ("max number of clients
+// reached", LOADING, a restarting server) is retried. NearCacheStats reports
+// which of these states the tier is in. The tier needs Standalone mode for
+// now: in Cluster and Sentinel mode it stays off with a warning (tracking
+// would have to follow each master).
 //
 // Entries are the stored bytes, decoded on every hit, so a caller never
 // shares a decoded value with another. Redis names invalidated keys without
@@ -63,9 +87,20 @@ type NearCacheConfig struct {
 	// An entry never outlives the key's TTL in Redis either. Default
 	// DefaultNearCacheTTL.
 	TTL time.Duration
+	// Lease is how long the tier keeps serving from memory without proof
+	// that its invalidation channel is live (see the staleness bound above):
+	// the most a write by another process can stay hidden when that channel
+	// stalls. Shorter costs more PINGs (four per Lease) and turns the tier
+	// off on shorter hiccups. Default DefaultNearCacheLease, at least
+	// MinNearCacheLease.
+	Lease time.Duration
 	// Prefixes lists the key prefixes (first ':'-separated segments) the
 	// tier holds; empty means all. Tracking is registered for these
 	// prefixes only, so writes to other prefixes cost this process nothing.
+	// A key equal to a listed prefix ("cfg" for "cfg") is held too: what is
+	// tracked is the prefix's key names without the separator, so its
+	// invalidations also cover other prefixes that start with the same
+	// letters ("cfgx"), a harmless extra message per such write.
 	//
 	// The list is fixed for the life of the Cache. A CachePolicy's per-prefix
 	// nearCache choice selects among the tracked prefixes: false keeps a
@@ -75,12 +110,47 @@ type NearCacheConfig struct {
 	Prefixes []string
 }
 
+// NearCacheState is the state of a near-cache's invalidation channel, and
+// so whether it serves hits.
+type NearCacheState string
+
+// The states of a near-cache.
+const (
+	// NearCacheConnecting: the first tracking connection is being set up.
+	NearCacheConnecting NearCacheState = "connecting"
+	// NearCacheActive: tracking is established and its lease is current;
+	// the tier serves hits.
+	NearCacheActive NearCacheState = "active"
+	// NearCacheStalled: the tracking connection is open but has not answered
+	// a PING within the lease; reads go to Redis until it does, or until it
+	// is replaced after SocketTimeout.
+	NearCacheStalled NearCacheState = "stalled"
+	// NearCacheRetrying: the tracking connection was lost or refused for a
+	// reason that may pass (LastError says which); it is dialed again with
+	// backoff, and the tier is empty and bypassed meanwhile.
+	NearCacheRetrying NearCacheState = "retrying"
+	// NearCacheDisabled: the server will never track keys for this client
+	// (Disabled says why), or the mode does not support it; the tier stays
+	// off for the life of the Cache.
+	NearCacheDisabled NearCacheState = "disabled"
+	// NearCacheClosed: the Cache is closed.
+	NearCacheClosed NearCacheState = "closed"
+)
+
 // NearCacheStats describe the near-cache's state.
 type NearCacheStats struct {
-	// Enabled reports that tracking is established and the tier serves hits.
+	// State is where the tier stands; "" when the Cache has no near-cache.
+	State NearCacheState `json:"state,omitempty"`
+	// Enabled reports that the tier serves hits (State is active).
 	Enabled bool `json:"enabled"`
 	// Disabled says why the tier is off for good ("" while it may serve).
 	Disabled string `json:"disabled,omitempty"`
+	// LastError is why the last tracking connection failed or was refused,
+	// while the tier is retrying ("" once it is established again).
+	LastError string `json:"lastError,omitempty"`
+	// LeaseLapses counts the times the tier stopped serving because its
+	// tracking connection fell silent for longer than the lease.
+	LeaseLapses int64 `json:"leaseLapses"`
 	// Entries and Bytes are what the tier holds now.
 	Entries int   `json:"entries"`
 	Bytes   int64 `json:"bytes"`
@@ -101,17 +171,27 @@ type nearCache struct {
 	store    *nearStore
 
 	// on is true while tracking is established: only then are entries
-	// served or filled. epoch changes whenever on does and at every flush; a
-	// read fills its entry only if the epoch it started in is still current,
-	// so a value read while invalidations could have been missed never
-	// lands.
+	// filled. epoch changes whenever on does and at every flush; a read
+	// fills its entry only if the epoch it started in is still current, so
+	// a value read while invalidations could have been missed never lands.
 	on     atomic.Bool
 	epoch  atomic.Uint64
 	tokens atomic.Uint64
+	// leaseEnd (monoNow) is when the lease lapses: the newest answered
+	// PING's send time plus cfg.Lease; 0 while tracking is off. Hits are
+	// served only before it.
+	leaseEnd atomic.Int64
 
 	conn     atomic.Pointer[trackConn]
 	disabled atomic.Pointer[string]
+	lastErr  atomic.Pointer[string] // while retrying; nil once established
+	closed   atomic.Bool
 	flushes  atomic.Int64
+	lapses   atomic.Int64
+
+	// trackAddr, when set (by tests, before Connect), is where the tracking
+	// connection dials instead of the pool's address: a stall proxy.
+	trackAddr string
 }
 
 // newNearCache validates cfg and applies its defaults.
@@ -133,6 +213,12 @@ func newNearCache(cfg NearCacheConfig) (*nearCache, error) {
 		cfg.TTL = DefaultNearCacheTTL
 	case cfg.TTL < 0:
 		return nil, fmt.Errorf("cache: NearCache.TTL is negative (%v)", cfg.TTL)
+	}
+	switch {
+	case cfg.Lease == 0:
+		cfg.Lease = DefaultNearCacheLease
+	case cfg.Lease < MinNearCacheLease:
+		return nil, fmt.Errorf("cache: NearCache.Lease %v is shorter than %v (the tracking connection is PINGed four times per lease)", cfg.Lease, MinNearCacheLease)
 	}
 	n := &nearCache{store: newNearStore(cfg.MaxEntries, cfg.MaxBytes)}
 	if len(cfg.Prefixes) > 0 {
@@ -156,6 +242,17 @@ func (n *nearCache) covers(prefix string) bool {
 
 // trackPrefixes are the Redis key prefixes to track: each cached prefix's
 // data keys, or the whole key space of the Cache.
+//
+// A cached prefix p is tracked as "KP:p", not "KP:p:": the tier holds the
+// key "p" itself too (PrefixOf("p") is "p"), and "KP:p:" does not cover
+// "KP:p", so another process's write to it would go unheard until the
+// entry's TTL. The other way out, never holding such keys, would lose
+// nothing in correctness either, but would quietly send a whole class of
+// keys (a "config" key beside "config:db") to Redis on every read; the cost
+// of this way is only extra invalidations for keys of unlisted prefixes that
+// start with p's letters, which find nothing to drop. Redis refuses
+// overlapping BCAST prefixes, so a prefix that another one starts ("cfgx"
+// beside "cfg") is left out: the shorter one covers it.
 func (n *nearCache) trackPrefixes(space keyspace.Space) []string {
 	if n.prefixes == nil {
 		if space.KeyPrefix() == "" {
@@ -165,24 +262,52 @@ func (n *nearCache) trackPrefixes(space keyspace.Space) []string {
 	}
 	var ps []string
 	for p := range n.prefixes {
-		ps = append(ps, space.DataKey(p+keyspace.Separator))
+		ps = append(ps, space.DataKey(p))
 	}
 	slices.Sort(ps)
-	return ps
+	// Sorted, whatever lies between a prefix and a longer one it starts
+	// also starts with it, so comparing with the last one kept suffices.
+	var kept []string
+	for _, p := range ps {
+		if len(kept) > 0 && strings.HasPrefix(p, kept[len(kept)-1]) {
+			continue
+		}
+		kept = append(kept, p)
+	}
+	return kept
 }
 
 // setOn and setOff move the epoch with the state (see nearCache.on): setOn
 // first, so a read that sees on already holds the new epoch; setOff after,
-// so a read that started before cannot fill.
-func (n *nearCache) setOn() {
+// so a read that started before cannot fill. setOn's lease starts when
+// tracking was asked for: every write acknowledged before then is in Redis
+// already, and the tier is empty.
+func (n *nearCache) setOn(tracked int64) {
 	n.epoch.Add(1)
 	n.on.Store(true)
+	n.renew(tracked)
 }
 
 func (n *nearCache) setOff() {
+	n.leaseEnd.Store(0)
 	n.on.Store(false)
 	n.flush()
 }
+
+// renew extends the lease after the answer to a command sent at sent.
+func (n *nearCache) renew(sent int64) {
+	end := sent + int64(n.cfg.Lease)
+	for {
+		cur := n.leaseEnd.Load()
+		if end <= cur || n.leaseEnd.CompareAndSwap(cur, end) {
+			return
+		}
+	}
+}
+
+// serving reports whether hits may be served at now (monoNow): tracking is
+// established and its lease is current.
+func (n *nearCache) serving(now int64) bool { return now < n.leaseEnd.Load() }
 
 // flush empties the tier and voids the reads in flight.
 func (n *nearCache) flush() {
@@ -207,6 +332,7 @@ func (n *nearCache) invalidate(space keyspace.Space, keys []string) {
 // run keeps a tracking connection open until ctx ends, serving the tier
 // while it is up.
 func (n *nearCache) run(ctx context.Context, c *Cache) {
+	defer n.closed.Store(true)
 	dial, err := c.nearDialer()
 	if err != nil {
 		n.disable(c, err)
@@ -222,13 +348,17 @@ func (n *nearCache) run(ctx context.Context, c *Cache) {
 				n.disable(c, err)
 				return
 			}
-			if ctx.Err() == nil {
-				c.warn("cache: near-cache cannot open its tracking connection; retrying, the tier stays off meanwhile", "err", err)
+			if ctx.Err() != nil {
+				return
 			}
-			backoff = min(max(2*backoff, 50*time.Millisecond), 2*time.Second)
+			n.setLastErr(err)
+			c.warn("cache: near-cache cannot open its tracking connection; retrying, the tier stays off meanwhile", "err", err)
+			backoff = nearBackoff(backoff)
+			// Jittered, so that the pods of a service do not all dial a
+			// restarted server at once.
 			select {
 			case <-ctx.Done():
-			case <-time.After(backoff):
+			case <-time.After(backoff/2 + rand.N(backoff/2+1)):
 			}
 			continue
 		}
@@ -236,16 +366,45 @@ func (n *nearCache) run(ctx context.Context, c *Cache) {
 		if lost {
 			c.log.Info("cache: near-cache tracking re-established; the tier serves again")
 		}
+		n.lastErr.Store(nil)
 		n.conn.Store(t)
-		n.setOn()
-		err = t.serve(ctx, func(keys []string) { n.invalidate(c.space, keys) })
+		n.setOn(t.tracked)
+		serving := true
+		err = t.serve(ctx, n.cfg.Lease/4, trackHandler{
+			invalidate: func(keys []string) { n.invalidate(c.space, keys) },
+			answered:   n.renew,
+			tick: func() {
+				now := n.serving(monoNow())
+				if serving && !now {
+					n.lapses.Add(1)
+					c.warn("cache: near-cache's tracking connection silent for longer than its lease; reads go to Redis until it answers", "lease", n.cfg.Lease)
+				}
+				serving = now
+			},
+		})
 		n.setOff()
 		n.conn.Store(nil)
-		if ctx.Err() == nil {
-			lost = true
-			c.warn("cache: near-cache lost its tracking connection; the tier is flushed and off until it is back", "err", err)
+		if ctx.Err() != nil {
+			return
 		}
+		lost = true
+		n.setLastErr(err)
+		c.warn("cache: near-cache lost its tracking connection; the tier is flushed and off until it is back", "err", err)
 	}
+}
+
+// nearBackoff is the pause before the next dial of the tracking connection
+// after prev: doubling from 50ms up to 5s.
+func nearBackoff(prev time.Duration) time.Duration {
+	return min(max(2*prev, 50*time.Millisecond), 5*time.Second)
+}
+
+func (n *nearCache) setLastErr(err error) {
+	msg := "unknown error"
+	if err != nil {
+		msg = err.Error()
+	}
+	n.lastErr.Store(&msg)
 }
 
 func (n *nearCache) disable(c *Cache, err error) {
@@ -266,6 +425,9 @@ func (c *Cache) nearDialer() (func(context.Context) (net.Conn, error), error) {
 	if err != nil {
 		return nil, err
 	}
+	if c.near != nil && c.near.trackAddr != "" {
+		opts.Addr = c.near.trackAddr
+	}
 	return func(ctx context.Context) (net.Conn, error) {
 		if opts.Dialer != nil {
 			return opts.Dialer(ctx, opts.Network, opts.Addr)
@@ -278,13 +440,22 @@ func (c *Cache) nearDialer() (func(context.Context) (net.Conn, error), error) {
 // reports a near-cache hit. Counting is as in getEntry.
 func (c *Cache) read(ctx context.Context, st *prefixState, key string) (payload []byte, local, found bool, err error) {
 	n := c.near
-	if n == nil || !n.on.Load() || !n.covers(keyspace.PrefixOf(key)) || st.near.Load() == nearOff {
+	if n == nil {
 		payload, found, err = c.getEntry(ctx, st, key)
 		return payload, false, found, err
 	}
-	if e := n.store.get(key); e != nil {
-		// on is checked again: a flush may be emptying the shards right now.
-		if e.gen >= st.gen.Load() && n.on.Load() {
+	now := monoNow()
+	if !n.serving(now) || !n.covers(keyspace.PrefixOf(key)) || st.near.Load() == nearOff {
+		// Off, or without a current lease: neither served nor filled (a
+		// fill would be safe, see nearStore.fill's reservation, but the
+		// channel that keeps it fresh is in doubt).
+		payload, found, err = c.getEntry(ctx, st, key)
+		return payload, false, found, err
+	}
+	if e := n.store.getAt(key, now); e != nil {
+		// The lease is checked again: setOff may be emptying the shards
+		// right now.
+		if e.gen >= st.gen.Load() && n.serving(now) {
 			return e.payload, true, true, nil
 		}
 		n.store.drop(e) // invalidated by the policy since it was stored
@@ -369,18 +540,23 @@ func (c *Cache) nearEvict(key string) {
 
 // nearSync returns once the invalidations of the keys an Invalidate deleted
 // have been applied here. If that cannot be confirmed, the tier is flushed.
+// It waits at most the lease (and the socket timeout): a tracking
+// connection that does not answer within the lease is one the tier would
+// stop trusting anyway, and a flush keeps the promise at once.
 func (c *Cache) nearSync(ctx context.Context) {
 	n := c.near
 	if n == nil || !n.on.Load() {
 		return // off: emptied, and fills only start after it is back on
 	}
 	t := n.conn.Load()
-	if t == nil {
+	if t == nil || !n.serving(monoNow()) {
 		n.flush()
 		return
 	}
 	bctx, cancel := c.opCtx(context.WithoutCancel(ctx))
 	defer cancel()
+	bctx, cancelLease := context.WithTimeout(bctx, n.cfg.Lease)
+	defer cancelLease()
 	if err := t.barrier(bctx); err != nil {
 		n.flush()
 	}
@@ -394,14 +570,26 @@ func (c *Cache) NearCacheStats() NearCacheStats {
 	}
 	n := c.near
 	s := NearCacheStats{
-		Enabled:       n.on.Load(),
 		Evictions:     n.store.evictions.Load(),
 		Invalidations: n.store.invalidations.Load(),
 		Flushes:       n.flushes.Load(),
+		LeaseLapses:   n.lapses.Load(),
 	}
-	if d := n.disabled.Load(); d != nil {
-		s.Disabled = *d
+	switch d, e := n.disabled.Load(), n.lastErr.Load(); {
+	case d != nil:
+		s.State, s.Disabled = NearCacheDisabled, *d
+	case n.closed.Load():
+		s.State = NearCacheClosed
+	case n.serving(monoNow()):
+		s.State = NearCacheActive
+	case n.on.Load():
+		s.State = NearCacheStalled
+	case e != nil:
+		s.State, s.LastError = NearCacheRetrying, *e
+	default:
+		s.State = NearCacheConnecting
 	}
+	s.Enabled = s.State == NearCacheActive
 	s.Entries, s.Bytes = n.store.size()
 	return s
 }

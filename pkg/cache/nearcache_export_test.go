@@ -1,5 +1,11 @@
 package cache
 
+import (
+	"testing"
+
+	"github.com/cacheplane/cacheplane/internal/keyspace"
+)
+
 // NearTrackerID returns the CLIENT ID of the near-cache's tracking
 // connection, 0 while there is none.
 func NearTrackerID(c *Cache) int64 {
@@ -10,4 +16,19 @@ func NearTrackerID(c *Cache) int64 {
 		return t.id
 	}
 	return 0
+}
+
+// SetNearTrackerAddr makes the near-cache of a Cache not yet connected dial
+// its tracking connection at addr (a stall proxy) instead of the pool's
+// address.
+func SetNearTrackerAddr(c *Cache, addr string) { c.near.trackAddr = addr }
+
+// NearTrackPrefixes returns the Redis key prefixes a near-cache with the
+// given Prefixes tracks under keyPrefix.
+func NearTrackPrefixes(t testing.TB, keyPrefix string, prefixes []string) []string {
+	n, err := newNearCache(NearCacheConfig{Prefixes: prefixes})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n.trackPrefixes(keyspace.New(keyPrefix))
 }

@@ -293,6 +293,15 @@ func TestNearCacheServerRestart(t *testing.T) {
 	if err := s.Start(); err != nil {
 		t.Fatal(err)
 	}
+	// The restarted server is empty: what the tier held before is gone.
+	waitFor(t, 5*time.Second, "a to reach the restarted server", func() bool {
+		var v string
+		found, err := a.Get(context.Background(), "user:1", &v)
+		if found {
+			t.Fatalf("Get after the restart = %q from an empty server", v)
+		}
+		return err == nil
+	})
 	waitFor(t, 5*time.Second, "the writer to reconnect", func() bool {
 		return writer.Set(context.Background(), "user:1", "after", time.Hour) == nil
 	})
@@ -300,7 +309,13 @@ func TestNearCacheServerRestart(t *testing.T) {
 		t.Fatalf("after the restart Get = %q, want after", got)
 	}
 	waitNearOn(t, a)
+	if st := a.NearCacheStats(); st.State != cache.NearCacheActive || st.Disabled != "" {
+		t.Fatalf("stats %+v after the restart", st)
+	}
 	cacheLocally(t, a, "user:1", "after")
+	// Another process's write after the restart reaches the tier.
+	mustSet(t, writer, "user:1", "later")
+	waitValue(t, a, "user:1", "later", "after")
 }
 
 func TestNearCacheBoundedMemory(t *testing.T) {
@@ -369,7 +384,7 @@ func TestNearCacheDisabledWhenTrackingRefused(t *testing.T) {
 	})
 	waitFor(t, 5*time.Second, "the tier to disable itself", func() bool { return c.NearCacheStats().Disabled != "" })
 	st := c.NearCacheStats()
-	if st.Enabled || !strings.Contains(st.Disabled, "NOPERM") {
+	if st.Enabled || st.State != cache.NearCacheDisabled || !strings.Contains(st.Disabled, "NOPERM") {
 		t.Errorf("stats %+v; want disabled with the server's NOPERM", st)
 	}
 	if !logs.contains(slog.LevelWarn, "near-cache disabled") {
@@ -470,6 +485,7 @@ func TestNearCacheConcurrentReadersConverge(t *testing.T) {
 func TestNearCacheConfigValidation(t *testing.T) {
 	for _, nc := range []cache.NearCacheConfig{
 		{MaxEntries: -1}, {MaxBytes: -1}, {TTL: -time.Second}, {Prefixes: []string{"a:b"}},
+		{Lease: -time.Second}, {Lease: time.Millisecond},
 	} {
 		if _, err := cache.New(cache.Config{NearCache: &nc}); err == nil {
 			t.Errorf("New accepted %+v", nc)
@@ -558,4 +574,171 @@ func TestNearCachePolicyOptOut(t *testing.T) {
 	op.setPolicyEntry("user", keyspace.PrefixPolicy{TTLMillis: 60000, NearCache: &on})
 	op.publish(keyspace.Event{Type: keyspace.EventPolicyChanged})
 	cacheLocally(t, a, "user:1", "u")
+}
+
+// A key equal to a listed prefix ("cfg" beside "cfg:1") is held like the
+// prefix's other keys, so its changes must reach the tier too; and two listed
+// prefixes where one starts the other ("cfg", "cfgx") must not stop tracking.
+func TestNearCacheKeyEqualToPrefix(t *testing.T) {
+	prefix := testPrefix(t)
+	a := newNearCache(t, cache.Config{KeyPrefix: prefix, NearCache: &cache.NearCacheConfig{Prefixes: []string{"cfg", "cfgx"}}})
+	b := newCache(t, cache.Config{KeyPrefix: prefix})
+	for _, key := range []string{"cfg", "cfg:1", "cfgx", "cfgx:1"} {
+		mustSet(t, b, key, "v1")
+		barrier(t, a)
+		cacheLocally(t, a, key, "v1")
+		mustSet(t, b, key, "v2")
+		t.Logf("%s: another process's Set visible after %v", key, waitValue(t, a, key, "v2", "v1"))
+	}
+}
+
+// With its tracking connection stalled (no FIN, no answer), the tier stops
+// serving from memory once its lease of silence lapses: another process's
+// write is read within the lease, whatever SocketTimeout is.
+func TestNearCacheStalledChannel(t *testing.T) {
+	prefix := testPrefix(t)
+	proxy := startStallProxy(t, srv.Addr())
+	a, err := cache.New(cache.Config{URL: srv.URL(0), KeyPrefix: prefix, NearCache: &cache.NearCacheConfig{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache.SetNearTrackerAddr(a, proxy.Addr())
+	if err := a.Connect(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	waitNearOn(t, a)
+	writer := newCache(t, cache.Config{KeyPrefix: prefix})
+	mustSet(t, writer, "user:1", "v1")
+	barrier(t, a)
+	cacheLocally(t, a, "user:1", "v1")
+
+	proxy.Stall()
+	stalled := time.Now()
+	mustSet(t, writer, "user:1", "v2")
+	written := time.Now()
+	const lease = cache.DefaultNearCacheLease
+	for {
+		got := getString(t, a, "user:1")
+		if got == "v2" {
+			break
+		}
+		if got != "v1" {
+			t.Fatalf("Get = %q while waiting for v2", got)
+		}
+		if time.Since(stalled) > lease+500*time.Millisecond {
+			t.Fatalf("still v1 from memory %v after the tracking connection stalled (lease %v)", time.Since(stalled), lease)
+		}
+	}
+	t.Logf("stalled tracking connection: another process's write read after %v (%v after the stall began)", time.Since(written), time.Since(stalled))
+	// Nothing is served from memory while the channel stays silent.
+	if st := a.NearCacheStats(); st.State != cache.NearCacheStalled && st.State != cache.NearCacheRetrying {
+		t.Errorf("stats %+v while stalled; want stalled or retrying", st)
+	}
+	before := a.Stats().LocalHits
+	for range 5 {
+		if got := getString(t, a, "user:1"); got != "v2" {
+			t.Fatalf("Get = %q", got)
+		}
+	}
+	if a.Stats().LocalHits != before {
+		t.Error("served from memory while the tracking connection is stalled")
+	}
+	proxy.Resume()
+	waitNearOn(t, a)
+	cacheLocally(t, a, "user:1", "v2")
+	mustSet(t, writer, "user:1", "v3")
+	waitValue(t, a, "user:1", "v3", "v2")
+}
+
+// A server that turns the tracking connection away for a while (here: its
+// client limit is reached) is tried again; the tier comes back by itself.
+func TestNearCacheRetriesTransientRefusal(t *testing.T) {
+	s, err := testredis.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	ctx := context.Background()
+	cfg := cache.Config{URL: s.URL(0), KeyPrefix: "maxclients"}
+	a := newNearCache(t, cfg)
+	mustSet(t, a, "user:1", "v1")
+	barrier(t, a)
+	cacheLocally(t, a, "user:1", "v1")
+
+	admin := s.Client()
+	t.Cleanup(func() { admin.Close() })
+	// Connections already open stay; every new one is turned away with
+	// "ERR max number of clients reached".
+	if err := admin.ConfigSet(ctx, "maxclients", "1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { admin.ConfigSet(context.Background(), "maxclients", "10000") })
+	if err := admin.ClientKillByFilter(ctx, "ID", fmt.Sprint(cache.NearTrackerID(a))).Err(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the tracking connection to be turned away", func() bool {
+		info, err := admin.Info(ctx, "stats").Result()
+		return err == nil && !strings.Contains(info, "rejected_connections:0\r")
+	})
+	if st := a.NearCacheStats(); st.Disabled != "" || st.Enabled {
+		t.Fatalf("stats %+v while the server turns connections away; want off, not disabled", st)
+	}
+	waitFor(t, 10*time.Second, "the refusal to show in the stats", func() bool {
+		st := a.NearCacheStats()
+		return st.State == cache.NearCacheRetrying && strings.Contains(st.LastError, "max number of clients")
+	})
+
+	if err := admin.ConfigSet(ctx, "maxclients", "10000").Err(); err != nil {
+		t.Fatal(err)
+	}
+	waitNearOn(t, a)
+	if st := a.NearCacheStats(); st.State != cache.NearCacheActive || st.LastError != "" {
+		t.Errorf("stats %+v once the server takes connections again", st)
+	}
+	cfg.NearCache = nil
+	writer := newCache(t, cfg)
+	mustSet(t, writer, "user:1", "v2")
+	waitValue(t, a, "user:1", "v2", "v1")
+	cacheLocally(t, a, "user:1", "v2")
+	mustSet(t, writer, "user:1", "v3")
+	waitValue(t, a, "user:1", "v3", "v2")
+}
+
+// A server where the CLIENT command does not exist (renamed away, as some
+// managed services do) turns the tier off for good, saying why.
+func TestNearCacheDisabledWithoutClientCommand(t *testing.T) {
+	s, err := testredis.Start("--rename-command", "CLIENT", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	c := newCache(t, cache.Config{URL: s.URL(0), KeyPrefix: "noclient", NearCache: &cache.NearCacheConfig{}})
+	waitFor(t, 5*time.Second, "the tier to disable itself", func() bool { return c.NearCacheStats().Disabled != "" })
+	if st := c.NearCacheStats(); st.State != cache.NearCacheDisabled || !strings.Contains(st.Disabled, "unknown command") {
+		t.Errorf("stats %+v; want disabled by the unknown command", st)
+	}
+	mustSet(t, c, "user:1", "v")
+	if got := getString(t, c, "user:1"); got != "v" {
+		t.Fatalf("Get = %q", got)
+	}
+}
+
+// The tracked prefixes cover every key the tier may hold, and never overlap
+// (Redis refuses overlapping BCAST prefixes).
+func TestNearCacheTrackPrefixes(t *testing.T) {
+	for _, tc := range []struct {
+		prefixes []string
+		want     []string
+	}{
+		{[]string{"cfg"}, []string{"kp:cfg"}},
+		{[]string{"cfgx", "cfg", "b"}, []string{"kp:b", "kp:cfg"}},
+		{[]string{"a", "a0", "ab", "b"}, []string{"kp:a", "kp:b"}},
+		{[]string{"ab", "a0"}, []string{"kp:a0", "kp:ab"}},
+	} {
+		got := cache.NearTrackPrefixes(t, "kp", tc.prefixes)
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("Prefixes %q track %q, want %q", tc.prefixes, got, tc.want)
+		}
+	}
 }

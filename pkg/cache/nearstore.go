@@ -109,13 +109,16 @@ func (s *nearStore) shard(h uint64) *nearShard { return &s.shards[h&s.mask] }
 
 // get returns key's entry if it is present and unexpired. The caller checks
 // its generation.
-func (s *nearStore) get(key string) *nearEntry {
+func (s *nearStore) get(key string) *nearEntry { return s.getAt(key, monoNow()) }
+
+// getAt is get at now (monoNow), for a caller that has read the clock.
+func (s *nearStore) getAt(key string, now int64) *nearEntry {
 	v, ok := s.index.Load(key)
 	if !ok {
 		return nil
 	}
 	e := v.(*nearEntry)
-	if monoNow() >= e.expires {
+	if now >= e.expires {
 		return nil
 	}
 	if f := e.freq.Load(); f < 3 {

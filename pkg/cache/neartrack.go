@@ -19,18 +19,17 @@ import (
 // client changes them (writes, deletes, expiry, eviction), and a null one on
 // FLUSHDB/FLUSHALL. The connection is raw rather than a go-redis one because
 // the cache must see every frame in order: a PING answered on it proves that
-// every invalidation Redis sent before the PING has been applied (see
-// barrier), and its loss must be noticed at once, never hidden by a silent
-// reconnect.
-
-// trackHealthInterval is how long the connection may be silent before the
-// tracker PINGs it; a PING unanswered within the socket timeout means the
-// connection is dead (a peer gone without a FIN), and the tier is flushed.
-const trackHealthInterval = time.Second
-
-// errTrackingRefused marks a server that will not track keys for us: the
-// tier stays off for the life of the Cache.
-var errTrackingRefused = errors.New("server refuses client tracking")
+// every invalidation of a write acknowledged before the PING was sent has been
+// applied (see barrier), and its loss must be noticed at once, never hidden
+// by a silent reconnect.
+//
+// Why the order holds in BCAST mode, where Redis does not push an
+// invalidation while it runs the write but collects the keys and pushes them
+// before it next sleeps: it does so before it writes any client's replies
+// (beforeSleep runs trackingBroadcastInvalidationMessages before
+// handleClientsWithPendingWrites). So by the time a writer reads its reply,
+// the push is queued on the tracking connection, ahead of the reply to any
+// PING the tracker sends after that.
 
 // trackConn is one established tracking connection.
 type trackConn struct {
@@ -38,16 +37,43 @@ type trackConn struct {
 	rd      *bufio.Reader
 	timeout time.Duration
 	id      int64 // CLIENT ID, for tests that kill it
+	// tracked is when CLIENT TRACKING ON was sent (monoNow): writes
+	// acknowledged after it are reported on this connection.
+	tracked int64
 
-	mu      sync.Mutex // serialises writes and guards waiters and err
-	waiters []chan error
+	mu      sync.Mutex // serialises writes and guards waiters, err and failed
+	waiters []trackWaiter
 	err     error // set once the reader has stopped
+	failed  error // why the pinger closed the connection
 }
 
+// trackWaiter is a command sent on the tracking connection whose reply is
+// still to come.
+type trackWaiter struct {
+	sent int64      // monoNow when it was written
+	ch   chan error // nil: nobody waits
+}
+
+// trackHandler is what a tracking connection reports to its near-cache.
+type trackHandler struct {
+	// invalidate applies one invalidation push: Redis keys, nil for all.
+	invalidate func(keys []string)
+	// answered reports that a command written at sent (monoNow) has been
+	// answered, so every invalidation of a write acknowledged before sent
+	// has been applied.
+	answered func(sent int64)
+	// tick runs at every PING interval.
+	tick func()
+}
+
+// errTrackingRefused marks a server that will never track keys for us: the
+// tier stays off for the life of the Cache.
+var errTrackingRefused = errors.New("server refuses client tracking")
+
 // dialTracker opens a tracking connection: HELLO 3 (with credentials), then
-// CLIENT TRACKING ON BCAST with the given prefixes. An error reply means the
-// server refuses (errTrackingRefused wraps it), except for the transient
-// ones a server gives while starting or failing over.
+// CLIENT TRACKING ON BCAST with the given prefixes. An error reply that says
+// the server cannot or may not do this (see permanentReply) wraps
+// errTrackingRefused; any other error is worth another try.
 func dialTracker(ctx context.Context, dial func(ctx context.Context) (net.Conn, error), username, password string, prefixes []string, timeout time.Duration) (*trackConn, error) {
 	dctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -87,6 +113,7 @@ func dialTracker(ctx context.Context, dial func(ctx context.Context) (net.Conn, 
 	for _, p := range prefixes {
 		track = append(track, "PREFIX", p)
 	}
+	t.tracked = monoNow()
 	if _, err := t.roundTrip(track...); err != nil {
 		return fail(err)
 	}
@@ -109,132 +136,173 @@ func (t *trackConn) roundTrip(args ...string) (respValue, error) {
 			continue
 		}
 		if v.kind == respError {
-			if transientReply(v.str) {
-				return v, fmt.Errorf("%s: %s", args[0], v.str)
+			cmd := strings.Join(args[:min(2, len(args))], " ")
+			if permanentReply(v.str) {
+				return v, fmt.Errorf("%w: %s: %s", errTrackingRefused, cmd, v.str)
 			}
-			return v, fmt.Errorf("%w: %s: %s", errTrackingRefused, strings.Join(args[:min(2, len(args))], " "), v.str)
+			return v, fmt.Errorf("%s: %s", cmd, v.str)
 		}
 		return v, nil
 	}
 }
 
-// transientReply tells the errors of a server that will answer differently
-// soon from those of one that never will.
-func transientReply(msg string) bool {
-	for _, p := range []string{"LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN"} {
-		if strings.HasPrefix(msg, p) {
-			return true
-		}
+// permanentReply tells the error replies of a server that will never track
+// keys for this client (no RESP3, the command renamed or missing, forbidden
+// by ACL) from those of one that may soon (LOADING, "max number of clients
+// reached", a failing over or restarting server, an ACL user not created
+// yet): only the first turn the tier off for good.
+func permanentReply(msg string) bool {
+	switch {
+	case strings.HasPrefix(msg, "NOPERM"), strings.HasPrefix(msg, "NOPROTO"):
+		return true
+	case strings.HasPrefix(msg, "ERR unknown command"), strings.HasPrefix(msg, "ERR unknown subcommand"):
+		return true
 	}
 	return false
 }
 
-// serve reads the connection until it fails or ctx ends, calling onInvalidate
-// for each invalidation push (keys nil: everything). It PINGs a connection
-// that has been silent for trackHealthInterval, and gives up on one that does
-// not answer within the socket timeout.
-func (t *trackConn) serve(ctx context.Context, onInvalidate func(keys []string)) error {
+// serve reads the connection until it fails or ctx ends, reporting to h.
+// Every interval it PINGs the connection (the replies renew the near-cache's
+// lease) and gives up on one that has left a command unanswered for the
+// socket timeout: a peer gone without a FIN, or a stalled network.
+func (t *trackConn) serve(ctx context.Context, interval time.Duration, h trackHandler) error {
 	stop := context.AfterFunc(ctx, func() { t.conn.Close() })
 	defer stop()
-	err := t.readLoop(onInvalidate)
+	done := make(chan struct{})
+	var pinger sync.WaitGroup
+	pinger.Go(func() { t.ping(done, interval, h.tick) })
+	err := t.readLoop(h)
+	close(done)
+	pinger.Wait()
+	t.mu.Lock()
+	if t.failed != nil {
+		err = t.failed
+	}
 	if ctx.Err() != nil {
 		err = ctx.Err()
 	}
-	t.mu.Lock()
 	t.err = err
 	waiters := t.waiters
 	t.waiters = nil
 	t.mu.Unlock()
 	for _, w := range waiters {
-		if w != nil {
-			w <- err
+		if w.ch != nil {
+			w.ch <- err
 		}
 	}
 	t.conn.Close()
 	return err
 }
 
-func (t *trackConn) readLoop(onInvalidate func(keys []string)) error {
-	pinged := false
+// ping sends a PING every interval until done, and closes the connection
+// once its oldest unanswered command is older than the socket timeout.
+func (t *trackConn) ping(done <-chan struct{}, interval time.Duration, tick func()) {
+	ticker := time.NewTicker(interval)
+	defer ticker.Stop()
 	for {
-		// Peek waits for the next frame without consuming anything, so a
-		// timeout here leaves the stream intact.
-		wait := trackHealthInterval
-		if pinged {
-			wait = t.timeout
+		select {
+		case <-done:
+			return
+		case <-ticker.C:
 		}
-		_ = t.conn.SetReadDeadline(time.Now().Add(wait))
-		if _, err := t.rd.Peek(1); err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() && !pinged {
-				if err := t.send(nil, "PING"); err != nil {
-					return err
-				}
-				pinged = true
-				continue
-			}
-			if errors.As(err, &ne) && ne.Timeout() {
-				return fmt.Errorf("no answer to PING within %v", t.timeout)
-			}
-			return err
+		if tick != nil {
+			tick()
 		}
-		// A frame has begun: the rest of it gets the socket timeout.
-		_ = t.conn.SetReadDeadline(time.Now().Add(t.timeout))
+		t.mu.Lock()
+		var oldest int64 = -1
+		if len(t.waiters) > 0 {
+			oldest = t.waiters[0].sent
+		}
+		t.mu.Unlock()
+		if oldest >= 0 && monoNow()-oldest > int64(t.timeout) {
+			t.fail(fmt.Errorf("no answer to PING within %v", t.timeout))
+			return
+		}
+		if err := t.send(nil, "PING"); err != nil {
+			t.fail(err)
+			return
+		}
+	}
+}
+
+// fail closes the connection for reason, which serve then returns.
+func (t *trackConn) fail(reason error) {
+	t.mu.Lock()
+	if t.failed == nil && t.err == nil {
+		t.failed = reason
+	}
+	t.mu.Unlock()
+	t.conn.Close()
+}
+
+func (t *trackConn) readLoop(h trackHandler) error {
+	for {
+		// No read deadline: the pinger closes a connection that stops
+		// answering, wherever in a frame the reader is.
 		v, err := readResp(t.rd)
 		if err != nil {
 			return err
 		}
-		pinged = false
 		if v.kind == respPush {
 			if len(v.elems) >= 2 && v.elems[0].str == "invalidate" {
 				if v.elems[1].kind == respNull {
-					onInvalidate(nil)
+					h.invalidate(nil)
 					continue
 				}
 				keys := make([]string, 0, len(v.elems[1].elems))
 				for _, k := range v.elems[1].elems {
 					keys = append(keys, k.str)
 				}
-				onInvalidate(keys)
+				h.invalidate(keys)
 			}
 			continue
 		}
 		// A reply: to the oldest command still waiting (PINGs, in order).
 		t.mu.Lock()
-		var w chan error
-		if len(t.waiters) > 0 {
+		var w trackWaiter
+		ok := len(t.waiters) > 0
+		if ok {
 			w = t.waiters[0]
 			t.waiters = t.waiters[1:]
 		}
 		t.mu.Unlock()
-		if w != nil {
+		if !ok {
+			continue
+		}
+		// Any reply, even an error, comes after the pushes queued before
+		// the command was read.
+		h.answered(w.sent)
+		if w.ch != nil {
 			var rerr error
 			if v.kind == respError {
 				rerr = errors.New(v.str)
 			}
-			w <- rerr
+			w.ch <- rerr
 		}
 	}
 }
 
-// send writes a command whose reply goes to w (nil: nobody waits).
-func (t *trackConn) send(w chan error, args ...string) error {
+// send writes a command whose reply goes to ch (nil: nobody waits).
+func (t *trackConn) send(ch chan error, args ...string) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.err != nil {
 		return t.err
 	}
+	if t.failed != nil {
+		return t.failed
+	}
 	_ = t.conn.SetWriteDeadline(time.Now().Add(t.timeout))
+	sent := monoNow()
 	if _, err := t.conn.Write(appendCommand(nil, args...)); err != nil {
 		return err
 	}
-	t.waiters = append(t.waiters, w)
+	t.waiters = append(t.waiters, trackWaiter{sent: sent, ch: ch})
 	return nil
 }
 
-// barrier returns once every invalidation Redis sent before it got here has
-// been applied: Redis writes a connection's pushes and replies in order, and
-// the reader applies each push before it reads the next frame.
+// barrier returns once every invalidation of a write acknowledged before it
+// was called has been applied (see the order argument above).
 func (t *trackConn) barrier(ctx context.Context) error {
 	w := make(chan error, 1)
 	if err := t.send(w, "PING"); err != nil {
