@@ -32,3 +32,7 @@ func NearTrackPrefixes(t testing.TB, keyPrefix string, prefixes []string) []stri
 	}
 	return n.trackPrefixes(keyspace.New(keyPrefix))
 }
+
+// NearPermanentReply reports whether an error reply to HELLO or CLIENT
+// TRACKING turns the near-cache off for good.
+var NearPermanentReply = permanentReply

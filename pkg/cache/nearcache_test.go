@@ -742,3 +742,23 @@ func TestNearCacheTrackPrefixes(t *testing.T) {
 		}
 	}
 }
+
+// Only a server that will never track keys for this client disables the
+// tier; every other refusal is retried.
+func TestNearCachePermanentReplies(t *testing.T) {
+	for msg, permanent := range map[string]bool{
+		"NOPERM User u has no permissions to run the 'client|tracking' command":            true,
+		"NOPROTO unsupported protocol version":                                             true,
+		"ERR unknown command 'HELLO', with args beginning with: '3' ":                      true,
+		"ERR unknown command 'CLIENT', with args beginning with: 'TRACKING' ":              true,
+		"ERR unknown subcommand 'TRACKING'. Try CLIENT HELP.":                              true,
+		"ERR max number of clients reached":                                                false,
+		"LOADING Redis is loading the dataset in memory":                                   false,
+		"WRONGPASS invalid username-password pair or user is disabled.":                    false,
+		"MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.": false,
+	} {
+		if got := cache.NearPermanentReply(msg); got != permanent {
+			t.Errorf("%q: permanent %v, want %v", msg, got, permanent)
+		}
+	}
+}
