@@ -137,14 +137,17 @@ type CachePolicySpec struct {
 	// <keyPrefix>:<prefix>:<rest>, and the policy never touches keys outside
 	// <keyPrefix>:. Control keys live under {cacheplane:<keyPrefix>}. It must
 	// match the KeyPrefix the workloads configure in pkg/cache.
-	// 1 to 64 characters: letters, digits and . _ - / :, not ending with ':'.
+	// 1 to 64 characters: letters, digits and . _ - /. Never ':', so key
+	// prefixes cannot nest: "a" would otherwise own the keys of "a:b".
 	// Immutable: to move a cache to another prefix, create a new CachePolicy.
 	// Example: "shop" or "team-a/shop".
+	// pkg/cache's Config.KeyPrefix follows the same rules, except that it
+	// may also be empty (no prefix), which no policy governs.
 	// +required
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=64
-	// +kubebuilder:validation:XValidation:rule=`self.matches('^[A-Za-z0-9._/:-]*$')`,message="keyPrefix may contain only letters, digits and the characters . _ - / : (no whitespace, no glob characters * ? [ ] or backslash, no braces { })"
-	// +kubebuilder:validation:XValidation:rule=`!self.endsWith(':')`,message="keyPrefix must not end with ':'; cacheplane adds the separator itself (data keys are <keyPrefix>:<prefix>:<rest>)"
+	// +kubebuilder:validation:XValidation:rule=`self.matches('^[A-Za-z0-9._/-]*$')`,message="keyPrefix may contain only letters, digits and the characters . _ - / (no ':', no whitespace, no glob characters * ? [ ] or backslash, no braces { })"
+	// +kubebuilder:validation:XValidation:rule=`!self.contains(':')`,message="keyPrefix must not contain ':'; key prefixes cannot nest (cacheplane adds the ':' between key prefix and key itself, and a key prefix 'a' would own the keys of 'a:b'); use . _ - or / instead, such as 'team-a/shop'"
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="keyPrefix is immutable; to use another key prefix, create a new CachePolicy instead (and delete this one)"
 	KeyPrefix string `json:"keyPrefix"`
 

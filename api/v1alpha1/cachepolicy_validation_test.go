@@ -139,8 +139,8 @@ func prefixList(names ...any) []any {
 const (
 	msgURL              = "url must be a Redis URL with scheme redis or rediss and a host, such as redis://redis.cache.svc:6379/0"
 	msgURLCredentials   = "url must not contain credentials; put the username in spec.redis.username and the password in a Secret referenced by spec.redis.passwordSecretRef"
-	msgKeyPrefixChars   = "keyPrefix may contain only letters, digits and the characters . _ - / : (no whitespace, no glob characters * ? [ ] or backslash, no braces { })"
-	msgKeyPrefixColon   = "keyPrefix must not end with ':'; cacheplane adds the separator itself (data keys are <keyPrefix>:<prefix>:<rest>)"
+	msgKeyPrefixChars   = "keyPrefix may contain only letters, digits and the characters . _ - / (no ':', no whitespace, no glob characters * ? [ ] or backslash, no braces { })"
+	msgKeyPrefixColon   = "keyPrefix must not contain ':'; key prefixes cannot nest (cacheplane adds the ':' between key prefix and key itself, and a key prefix 'a' would own the keys of 'a:b'); use . _ - or / instead, such as 'team-a/shop'"
 	msgKeyPrefixImmut   = "keyPrefix is immutable; to use another key prefix, create a new CachePolicy instead (and delete this one)"
 	msgDefaultTTL       = "defaultTTL must be a positive duration such as 30s, 5m or 1h30m"
 	msgStatsInterval    = "statsInterval must be a duration of at least 1s, such as 10s or 1m"
@@ -193,6 +193,7 @@ func TestInvalidSpecsAreRejected(t *testing.T) {
 		{"keyPrefix has a space", set("keyPrefix", "my shop"), msgKeyPrefixChars},
 		{"keyPrefix has a tab", set("keyPrefix", "shop\t"), msgKeyPrefixChars},
 		{"keyPrefix ends with a colon", set("keyPrefix", "shop:"), msgKeyPrefixColon},
+		{"keyPrefix nests in another", set("keyPrefix", "shop:eu"), msgKeyPrefixColon},
 
 		{"defaultTTL is zero", set("defaultTTL", "0s"), msgDefaultTTL},
 		{"defaultTTL is negative", set("defaultTTL", "-5m"), msgDefaultTTL},
@@ -298,7 +299,7 @@ func TestValidVariantsAreAccepted(t *testing.T) {
 		{"IP host without port or db", set("redis.url", "redis://10.0.0.7")},
 		{"URL with query options", set("redis.url", "redis://redis:6379/0?dial_timeout=3s&client_name=a@b")},
 		{"no credentials at all", del("redis.passwordSecretRef")},
-		{"keyPrefix with the allowed punctuation", set("keyPrefix", "team-a/shop.v2_eu:cache")},
+		{"keyPrefix with the allowed punctuation", set("keyPrefix", "team-a/shop.v2_eu-cache")},
 		{"keyPrefix of 64 characters", set("keyPrefix", strings.Repeat("k", 64))},
 		{"compound TTL", set("defaultTTL", "1h30m")},
 		{"fractional TTL", set("defaultTTL", "1.5s")},

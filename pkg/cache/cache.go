@@ -93,8 +93,17 @@ type Config struct {
 	// for the key's prefix. Default 5m.
 	DefaultTTL time.Duration
 	// KeyPrefix namespaces every key ("myapp" stores "user:1" as
-	// "myapp:user:1"), so tenants sharing a Redis cannot see or invalidate
-	// each other's keys. "" means none.
+	// "myapp:user:1"). It is 1 to 64 letters, digits and . _ - / and never
+	// contains ':' (New rejects what a CachePolicy's spec.keyPrefix would
+	// reject), so key prefixes cannot nest: caches with different non-empty
+	// KeyPrefixes on one Redis database never read, write or invalidate
+	// each other's keys, whatever keys and patterns they are given.
+	//
+	// "" means no prefix: keys are used as given, so such a cache reaches
+	// the whole database, including every prefixed tenant's keys
+	// (Get("myapp:user:1"), Invalidate("*")) and the operator's control
+	// keys. Isolation holds only among caches that all set a KeyPrefix; to
+	// confine an unprefixed cache, give it a Redis ACL user instead.
 	KeyPrefix string
 	// Codec encodes values. Default JSON (encoding/json).
 	Codec Codec
@@ -184,6 +193,13 @@ func New(cfg Config) (*Cache, error) {
 		cfg.URL = DefaultURL
 	}
 	cfg.Addrs = slices.Clone(cfg.Addrs) // the caller may reuse its slice
+	// "" is the library's own: no prefix. Anything else is what a
+	// CachePolicy could hold.
+	if cfg.KeyPrefix != "" {
+		if err := keyspace.ValidateKeyPrefix(cfg.KeyPrefix); err != nil {
+			return nil, fmt.Errorf("cache: Config.KeyPrefix: %w", err)
+		}
+	}
 	for _, d := range []struct {
 		name  string
 		value *time.Duration

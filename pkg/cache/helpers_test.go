@@ -2,15 +2,19 @@ package cache_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"net"
 	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+	"unicode"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/cacheplane/cacheplane/internal/keyspace"
 	"github.com/cacheplane/cacheplane/internal/testredis"
 	"github.com/cacheplane/cacheplane/pkg/cache"
 )
@@ -35,15 +39,22 @@ type quietLogger struct{}
 
 func (quietLogger) Printf(context.Context, string, ...any) {}
 
-// testPrefix derives a KeyPrefix from the test's name, free of glob
-// characters, so tests cannot see each other's keys.
+// testPrefix derives a KeyPrefix from the test's name, so tests cannot see
+// each other's keys: characters a KeyPrefix may not hold become '_', and a
+// long name is cut and made unique by a hash, leaving room for a suffix.
 func testPrefix(t testing.TB) string {
-	return strings.Map(func(r rune) rune {
-		if strings.ContainsRune(`*?[]\ {}`, r) {
-			return '_'
+	kp := strings.Map(func(r rune) rune {
+		if r < 0x80 && (unicode.IsLetter(r) || unicode.IsDigit(r) || strings.ContainsRune(keyspace.KeyPrefixChars, r)) {
+			return r
 		}
-		return r
+		return '_'
 	}, t.Name())
+	const limit = 48
+	if len(kp) > limit {
+		sum := sha256.Sum256([]byte(t.Name()))
+		kp = kp[:limit-9] + "-" + hex.EncodeToString(sum[:4])
+	}
+	return kp
 }
 
 // newCache returns a connected cache on srv, closed when the test ends.
