@@ -36,3 +36,7 @@ func NearTrackPrefixes(t testing.TB, keyPrefix string, prefixes []string) []stri
 // NearPermanentReply reports whether an error reply to HELLO or CLIENT
 // TRACKING turns the near-cache off for good.
 var NearPermanentReply = permanentReply
+
+// NearOptedOut reports whether the policy this Cache has applied keeps
+// prefix out of the near-cache.
+func NearOptedOut(c *Cache, prefix string) bool { return c.state(prefix).near.Load() == nearOff }
