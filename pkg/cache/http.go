@@ -46,6 +46,9 @@ const maxCachedBody = 1 << 20
 // When Redis is down the handler serves the request, after at most one
 // SocketTimeout. A nil *Cache passes every request through.
 func HTTPMiddleware(c *Cache, prefix string, ttl time.Duration, keyParams ...string) func(http.Handler) http.Handler {
+	if err := checkTTL("middleware", prefix, ttl); err != nil {
+		panic(err)
+	}
 	return func(next http.Handler) http.Handler {
 		if c == nil {
 			return next
