@@ -407,11 +407,14 @@ func (s storedResponse) write(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// StatsHandler serves Stats as JSON, for a debug or admin endpoint.
+// StatsHandler serves Stats as JSON, for a debug or admin endpoint. JSON
+// strings are UTF-8: prefixes that are not valid UTF-8 are named as in
+// NewCollector (each run of invalid bytes as U+FFFD), those that become
+// equal added up.
 func StatsHandler(c *Cache) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Cache-Control", "no-store")
-		_ = json.NewEncoder(w).Encode(c.Stats())
+		_ = json.NewEncoder(w).Encode(c.Stats().jsonSafe())
 	})
 }

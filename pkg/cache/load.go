@@ -63,7 +63,7 @@ func GetOrLoad[T any](ctx context.Context, c *Cache, key string, ttl time.Durati
 		gen := st.gen.Load() // before loading: see setEntry
 		start := time.Now()
 		v, err := load(lctx)
-		c.loadTime.WithLabelValues(st.name).Observe(time.Since(start).Seconds())
+		c.loadTime.WithLabelValues(st.label).Observe(time.Since(start).Seconds())
 		if err != nil {
 			return nil, err
 		}
