@@ -262,7 +262,7 @@ func New(cfg Config) (*Cache, error) {
 		loadTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:        "cacheplane_cache_load_duration_seconds",
 			Help:        "Time spent in loaders after a cache miss, by key prefix.",
-			ConstLabels: prometheus.Labels{"key_prefix": cfg.KeyPrefix},
+			ConstLabels: prometheus.Labels{"key_prefix": labelValue(cfg.KeyPrefix)},
 			Buckets:     prometheus.ExponentialBuckets(0.0005, 4, 9), // 0.5ms .. 33s
 		}, []string{"prefix"}),
 	}

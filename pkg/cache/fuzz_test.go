@@ -146,6 +146,7 @@ func FuzzParseEntry(f *testing.F) {
 	f.Add(keyspace.AppendEntry(nil, 1<<40, []byte{1, 200, 1, 2, 'a', 'b'}))
 	f.Add([]byte{0xff, 0x01, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01})
 	f.Add([]byte{1, 200, 1, 0xff, 0xff, 0xff, 0xff, 0x0f})
+	f.Add([]byte{2, 0xc8, 0x01, 0x01, 0x01, 1, 1, 'a', 1, 1, 'b', 'x'}) // a stored response
 	f.Fuzz(func(t *testing.T, b []byte) {
 		gen, payload, err := keyspace.ParseEntry(b)
 		if err == nil {

@@ -1,15 +1,20 @@
 package cache_test
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/cacheplane/cacheplane/internal/keyspace"
 	"github.com/cacheplane/cacheplane/pkg/cache"
 )
 
@@ -411,5 +416,316 @@ func TestHTTPMiddlewareWriteDuringGet(t *testing.T) {
 		if body, x := get(); body != "v2" {
 			t.Fatalf("GET after the PUT = %q (X-Cache %s), want v2", body, x)
 		}
+	}
+}
+
+// Outer middleware sets headers of its own on every request (a request id,
+// CORS, a session cookie): they are neither stored nor replayed over the
+// next request's, and its cookie does not keep the response out of the
+// cache. What the handler set is stored and served.
+func TestHTTPMiddlewareOuterHeaders(t *testing.T) {
+	t.Parallel()
+	c := newCache(t, cache.Config{})
+	var requests, calls atomic.Int32
+	outer := func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			id := strconv.Itoa(int(requests.Add(1)))
+			h := w.Header()
+			h.Set("X-Request-Id", id)
+			h.Set("Access-Control-Allow-Origin", r.Header.Get("Origin"))
+			h.Set("Vary", "Origin") // about the outer layer's own header
+			h.Set("Link", "<outer-"+id+">")
+			h.Set("Cache-Control", "no-store") // a blanket default the handler overrides
+			http.SetCookie(w, &http.Cookie{Name: "session", Value: id})
+			next.ServeHTTP(w, r)
+		})
+	}
+	mw := cache.HTTPMiddleware(c, "outer", time.Minute)
+	mux := http.NewServeMux()
+	mux.Handle("GET /doc", outer(mw(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := calls.Add(1)
+		w.Header().Set("Content-Type", "text/plain")
+		w.Header().Set("X-Custom", "kept")
+		w.Header().Add("Link", "<handler>")
+		w.Header().Set("Cache-Control", "public, max-age=60")
+		fmt.Fprint(w, "doc ", n)
+	}))))
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	get := func(origin string) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest("GET", srv.URL+"/doc", nil)
+		req.Header.Set("Origin", origin)
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		resp.Header.Set("Body", string(body))
+		return resp
+	}
+	if r := get("https://a.example"); r.Header.Get("X-Cache") != "MISS" || r.Header.Get("Body") != "doc 1" {
+		t.Fatalf("first GET: %v", r.Header)
+	}
+	r := get("https://b.example")
+	want := map[string][]string{
+		"X-Cache":                     {"HIT"},
+		"Body":                        {"doc 1"},
+		"X-Request-Id":                {"2"},
+		"Access-Control-Allow-Origin": {"https://b.example"},
+		"Set-Cookie":                  {"session=2"},
+		"Vary":                        {"Origin"},
+		"Link":                        {"<outer-2>", "<handler>"},
+		"Content-Type":                {"text/plain"},
+		"X-Custom":                    {"kept"},
+		"Cache-Control":               {"public, max-age=60"},
+	}
+	for name, values := range want {
+		if got := r.Header.Values(name); !slices.Equal(got, values) {
+			t.Errorf("second GET: %s = %q, want %q", name, got, values)
+		}
+	}
+	if age, err := strconv.Atoi(r.Header.Get("Age")); err != nil || age < 0 {
+		t.Errorf("second GET: Age %q, want the seconds since it was stored", r.Header.Get("Age"))
+	}
+	if n := calls.Load(); n != 1 {
+		t.Errorf("handler ran %d times, want 1", n)
+	}
+}
+
+// Only the client going away ends a request during the lookup: when the
+// request's deadline passes there, the handler still answers (it sees the
+// expired context, as it would without the cache).
+func TestHTTPMiddlewareDeadlineDuringLookup(t *testing.T) {
+	t.Parallel()
+	proxy := startStallProxy(t, srv.Addr())
+	// SocketTimeout well above the request's deadline, so that the
+	// deadline is what ends the lookup.
+	c := newCache(t, cache.Config{URL: proxy.URL(), SocketTimeout: 2 * time.Second, StatsFlushInterval: -1, PolicyRefresh: -1})
+	var calls atomic.Int32
+	h := cache.HTTPMiddleware(c, "slow", time.Minute)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		fmt.Fprint(w, "fresh")
+	}))
+	proxy.Stall()
+	defer proxy.Resume()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/slow", nil).WithContext(ctx))
+	if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		t.Fatalf("the request's context: %v, want its deadline passed", ctx.Err())
+	}
+	if calls.Load() != 1 || rec.Code != 200 || rec.Body.String() != "fresh" {
+		t.Errorf("deadline during the lookup: handler ran %d times, answer %d %q; want the handler's", calls.Load(), rec.Code, rec.Body)
+	}
+
+	// A cancelled request (the client is gone) ends without the handler.
+	// (go-redis notices a cancellation only at its next deadline, so this
+	// lookup ends after SocketTimeout, its context cancelled.)
+	ctx, cancel = context.WithCancel(context.Background())
+	cancel()
+	rec = httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/slow", nil).WithContext(ctx))
+	if calls.Load() != 1 || rec.Body.Len() != 0 {
+		t.Errorf("cancelled during the lookup: handler ran %d times in all, body %q; want it not run", calls.Load(), rec.Body)
+	}
+}
+
+// The response's own Cache-Control and Expires bound what is stored.
+func TestHTTPMiddlewareResponseFreshness(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c := newCache(t, cache.Config{DefaultTTL: 5 * time.Minute})
+	date := time.Now().Add(-time.Hour).UTC().Truncate(time.Second)
+	modes := map[string]func(h http.Header){
+		"maxage0":       func(h http.Header) { h.Set("Cache-Control", "max-age=0") },
+		"smaxage0":      func(h http.Header) { h.Set("Cache-Control", "max-age=60, s-maxage=0") },
+		"maxage30":      func(h http.Header) { h.Set("Cache-Control", "public, max-age=30") },
+		"smaxage20":     func(h http.Header) { h.Set("Cache-Control", "max-age=60, s-maxage=20") },
+		"maxagebad":     func(h http.Header) { h.Set("Cache-Control", "max-age=soon") },
+		"nostore":       func(h http.Header) { h.Set("Cache-Control", "no-store") },
+		"private":       func(h http.Header) { h.Set("Cache-Control", `private="X-Custom"`) },
+		"nocache":       func(h http.Header) { h.Set("Cache-Control", `No-Cache`) },
+		"maxagelong":    func(h http.Header) { h.Set("Cache-Control", "max-age=86400") },
+		"maxageoverexp": func(h http.Header) { h.Set("Cache-Control", "max-age=30"); h.Set("Expires", "0") },
+		"expires40":     func(h http.Header) { h.Set("Expires", time.Now().Add(40*time.Second).UTC().Format(http.TimeFormat)) },
+		"expiresdate": func(h http.Header) {
+			h.Set("Date", date.Format(http.TimeFormat))
+			h.Set("Expires", date.Add(25*time.Second).Format(http.TimeFormat))
+		},
+		"expirespast":    func(h http.Header) { h.Set("Expires", time.Now().Add(-time.Minute).UTC().Format(http.TimeFormat)) },
+		"expiresinvalid": func(h http.Header) { h.Set("Expires", "0") },
+		"none":           func(h http.Header) {},
+	}
+	mux := http.NewServeMux()
+	for _, ttl := range []time.Duration{time.Hour, 0} {
+		route := fmt.Sprintf("GET /ttl%d/{mode}", ttl/time.Second)
+		mux.Handle(route, cache.HTTPMiddleware(c, "fresh", ttl)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			modes[r.PathValue("mode")](w.Header())
+			fmt.Fprint(w, "x")
+		})))
+	}
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	for _, tc := range []struct {
+		ttl      time.Duration // the middleware's
+		mode     string
+		min, max time.Duration // of the stored entry; 0, 0: not stored
+	}{
+		{time.Hour, "maxage0", 0, 0},
+		{time.Hour, "smaxage0", 0, 0},
+		{time.Hour, "maxagebad", 0, 0},
+		{time.Hour, "nostore", 0, 0},
+		{time.Hour, "private", 0, 0},
+		{time.Hour, "nocache", 0, 0},
+		{time.Hour, "expirespast", 0, 0},
+		{time.Hour, "expiresinvalid", 0, 0},
+		{time.Hour, "maxage30", 20 * time.Second, 30 * time.Second},
+		{time.Hour, "smaxage20", 10 * time.Second, 20 * time.Second},
+		{time.Hour, "maxageoverexp", 20 * time.Second, 30 * time.Second}, // max-age beats Expires
+		{time.Hour, "expires40", 20 * time.Second, 40 * time.Second},
+		{time.Hour, "expiresdate", 15 * time.Second, 25 * time.Second}, // relative to Date
+		{time.Hour, "maxagelong", 50 * time.Minute, time.Hour},
+		{time.Hour, "none", 50 * time.Minute, time.Hour},
+		{0, "maxage30", 20 * time.Second, 30 * time.Second},
+		{0, "maxagelong", 4 * time.Minute, 5 * time.Minute}, // DefaultTTL still caps
+	} {
+		name := fmt.Sprintf("ttl %v, %s", tc.ttl, tc.mode)
+		route := fmt.Sprintf("GET /ttl%d/{mode}", tc.ttl/time.Second)
+		path := fmt.Sprintf("/ttl%d/%s", tc.ttl/time.Second, tc.mode)
+		for i := range 2 {
+			resp, err := srv.Client().Get(srv.URL + path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			want := "MISS"
+			if i == 1 && tc.max > 0 {
+				want = "HIT"
+			}
+			if x := resp.Header.Get("X-Cache"); x != want {
+				t.Errorf("%s: GET #%d X-Cache %s, want %s", name, i+1, x, want)
+			}
+		}
+		key := cache.GenerateKey("fresh", map[string]any{
+			"route": route, "path": map[string]any{"mode": tc.mode}, "query": map[string]any{},
+		})
+		d, err := c.TTL(ctx, key)
+		switch {
+		case tc.max == 0 && !errors.Is(err, cache.ErrNotFound):
+			t.Errorf("%s: stored (TTL %v, %v), want not stored", name, d, err)
+		case tc.max > 0 && (err != nil || d < tc.min || d > tc.max):
+			t.Errorf("%s: TTL %v, %v; want between %v and %v", name, d, err, tc.min, tc.max)
+		}
+	}
+}
+
+// Handlers behind the middleware keep the writer's optional interfaces; a
+// hijacked or flushed response is not stored.
+func TestHTTPMiddlewareHijackAndFlush(t *testing.T) {
+	t.Parallel()
+	c := newCache(t, cache.Config{})
+	var calls atomic.Int32
+	mw := cache.HTTPMiddleware(c, "iface", time.Minute)
+	mux := http.NewServeMux()
+	mux.Handle("GET /hijack", mw(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		hj, ok := w.(http.Hijacker)
+		if !ok {
+			http.Error(w, "no http.Hijacker", http.StatusInternalServerError)
+			return
+		}
+		conn, buf, err := hj.Hijack()
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		defer conn.Close()
+		buf.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 8\r\nConnection: close\r\n\r\nhijacked")
+		buf.Flush()
+	})))
+	mux.Handle("GET /flush", mw(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		f, ok := w.(http.Flusher)
+		if !ok {
+			http.Error(w, "no http.Flusher", http.StatusInternalServerError)
+			return
+		}
+		io.WriteString(w, "part 1, ")
+		f.Flush()
+		io.WriteString(w, "part 2")
+	})))
+	mux.Handle("GET /controller", mw(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		conn, buf, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		defer conn.Close()
+		buf.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 10\r\nConnection: close\r\n\r\ncontroller")
+		buf.Flush()
+	})))
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	for _, tc := range []struct{ path, body string }{
+		{"/hijack", "hijacked"},
+		{"/flush", "part 1, part 2"},
+		{"/controller", "controller"},
+	} {
+		for i := range 2 {
+			before := calls.Load()
+			resp, err := srv.Client().Get(srv.URL + tc.path)
+			if err != nil {
+				t.Fatalf("GET %s #%d: %v", tc.path, i+1, err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if string(body) != tc.body || calls.Load() != before+1 {
+				t.Errorf("GET %s #%d = %d %q, handler ran %v; want %q from the handler", tc.path, i+1, resp.StatusCode, body, calls.Load() != before, tc.body)
+			}
+		}
+	}
+}
+
+// An entry of the first stored-response format (the whole header map) is
+// a miss, not an error, and is replaced by the handler's response.
+func TestHTTPMiddlewareOldFormatIsAMiss(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c := newCache(t, cache.Config{})
+	var calls atomic.Int32
+	mw := cache.HTTPMiddleware(c, "old", time.Minute)
+	mux := http.NewServeMux()
+	mux.Handle("GET /doc", mw(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, "doc ", calls.Add(1))
+	})))
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	key := cache.GenerateKey("old", map[string]any{"route": "GET /doc", "path": map[string]any{}, "query": map[string]any{}})
+	// Version 1: status 200, one header X-Request-Id: a, body "stale".
+	v1 := []byte{1, 0xc8, 0x01, 1, 12}
+	v1 = append(v1, "X-Request-Id"...)
+	v1 = append(v1, 1, 1, 'a')
+	v1 = append(v1, "stale"...)
+	if err := rawClient(t).Set(ctx, testPrefix(t)+":"+key, keyspace.AppendEntry(nil, 0, v1), time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []string{"MISS doc 1", "HIT doc 1"} {
+		resp, err := srv.Client().Get(srv.URL + "/doc")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if got := resp.Header.Get("X-Cache") + " " + string(body); got != want || resp.Header.Get("X-Request-Id") != "" {
+			t.Errorf("GET #%d = %q (X-Request-Id %q), want %q", i+1, got, resp.Header.Get("X-Request-Id"), want)
+		}
+	}
+	if s := c.Stats().Prefixes["old"]; s.Errors != 0 {
+		t.Errorf("an old-format entry counted %d errors, want 0", s.Errors)
 	}
 }

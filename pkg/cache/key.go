@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 )
@@ -34,8 +35,19 @@ import (
 //
 //	json.dumps(params, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 //
-// A value encoding/json cannot encode (a channel, a function, NaN) is replaced
-// by the string fmt.Sprintf("%T(%v)", v) instead of failing.
+// A value encoding/json cannot encode (a channel, a function, NaN, a map
+// with pointer keys, a cycle) is replaced by a string instead of failing: its
+// type as %T prints it, then in parentheses a rendering that depends on the
+// value alone, never on where it sits in memory. Pointers are followed ("&"
+// then the value; a nil pointer is "<nil>", distinct from a pointer to a zero
+// value), so equal values held by different pointers give equal keys. The
+// rendering is fmt's %v but unambiguous: strings are Go-quoted
+// (strconv.Quote), nil maps and slices are "<nil>", map entries are sorted by
+// the bytes of their rendered keys, channels and functions show only their
+// type, and methods (String, MarshalJSON) are not called. A pointer, map or
+// slice met again inside itself is written "<cycle>", so cyclic values end
+// and two cycles of the same shape and values share a key. For example
+// math.Inf(1) becomes "float64(+Inf)".
 //
 // JSON cannot carry a string that is not valid UTF-8: encoding/json writes
 // each bad byte as \ufffd, which would give "\xff" and "\xfe" one key. When
@@ -43,7 +55,8 @@ import (
 // fields; not inside a json.Marshaler or encoding.TextMarshaler), the hashed
 // bytes are the JSON, a 0 byte, then each such string as its length (an
 // unsigned LEB128 varint) and its raw bytes, in a depth-first walk that
-// visits map entries by key (formatted with %v, sorted bytewise), key before
+// visits map entries by key (formatted with %v, or for a key that is not a
+// string, number or boolean rendered as above; sorted bytewise), key before
 // value, and struct fields in declaration order.
 func GenerateKey(prefix string, params map[string]any) string {
 	sum := sha256.Sum256(canonicalJSON(params))
@@ -63,7 +76,7 @@ func canonicalJSON(params map[string]any) []byte {
 		safe := make(map[string]any, len(params))
 		for k, v := range params {
 			if _, err := encodeCanonical(v); err != nil {
-				v = fmt.Sprintf("%T(%v)", v, v)
+				v = fmt.Sprintf("%T(%s)", v, renderValue(reflect.ValueOf(v)))
 			}
 			safe[k] = v
 		}
@@ -122,7 +135,7 @@ func appendInvalidUTF8(b []byte, v reflect.Value, depth int) []byte {
 		keys := v.MapKeys()
 		names := make([]string, len(keys))
 		for i, k := range keys {
-			names[i] = fmt.Sprintf("%v", k)
+			names[i] = mapKeyName(k)
 		}
 		order := make([]int, len(keys))
 		for i := range order {
@@ -152,4 +165,174 @@ func encodeCanonical(v any) ([]byte, error) {
 		return nil, err
 	}
 	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+}
+
+// mapKeyName is the sort name of a map key in appendInvalidUTF8: %v for the
+// basic kinds (as documented), the address-free rendering for the rest
+// (a pointer key's %v is its address).
+func mapKeyName(k reflect.Value) string {
+	switch k.Kind() {
+	case reflect.String, reflect.Bool,
+		reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr,
+		reflect.Float32, reflect.Float64:
+		return fmt.Sprintf("%v", k)
+	}
+	return renderValue(k)
+}
+
+// renderValue writes v as GenerateKey documents for values encoding/json
+// cannot encode.
+func renderValue(v reflect.Value) string {
+	r := renderer{onPath: map[pathID]bool{}}
+	r.value(v)
+	return string(r.b)
+}
+
+// pathID identifies a pointer, map or slice on the way from the root to the
+// value being rendered: meeting one again there is a cycle.
+type pathID struct {
+	t   reflect.Type
+	ptr uintptr
+	len int
+}
+
+type renderer struct {
+	b      []byte
+	onPath map[pathID]bool
+}
+
+// enter marks id as being rendered; it reports false (and writes the
+// marker) when id is already on the path.
+func (r *renderer) enter(id pathID) bool {
+	if r.onPath[id] {
+		r.b = append(r.b, "<cycle>"...)
+		return false
+	}
+	r.onPath[id] = true
+	return true
+}
+
+func (r *renderer) value(v reflect.Value) {
+	if !v.IsValid() {
+		r.b = append(r.b, "<nil>"...)
+		return
+	}
+	switch v.Kind() {
+	case reflect.Bool:
+		r.b = strconv.AppendBool(r.b, v.Bool())
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		r.b = strconv.AppendInt(r.b, v.Int(), 10)
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
+		r.b = strconv.AppendUint(r.b, v.Uint(), 10)
+	case reflect.Float32:
+		r.b = strconv.AppendFloat(r.b, v.Float(), 'g', -1, 32)
+	case reflect.Float64:
+		r.b = strconv.AppendFloat(r.b, v.Float(), 'g', -1, 64)
+	case reflect.Complex64:
+		r.b = append(r.b, strconv.FormatComplex(v.Complex(), 'g', -1, 64)...)
+	case reflect.Complex128:
+		r.b = append(r.b, strconv.FormatComplex(v.Complex(), 'g', -1, 128)...)
+	case reflect.String:
+		// Quoted: unquoted, {"a b" "c"} and {"a" "b c"} would render alike.
+		// strconv.Quote keeps invalid bytes apart (\xff, \xfe).
+		r.b = strconv.AppendQuote(r.b, v.String())
+	case reflect.Interface:
+		if v.IsNil() {
+			r.b = append(r.b, "<nil>"...)
+			return
+		}
+		r.value(v.Elem())
+	case reflect.Pointer:
+		if v.IsNil() {
+			r.b = append(r.b, "<nil>"...)
+			return
+		}
+		id := pathID{t: v.Type(), ptr: v.Pointer()}
+		if !r.enter(id) {
+			return
+		}
+		r.b = append(r.b, '&')
+		r.value(v.Elem())
+		delete(r.onPath, id)
+	case reflect.Struct:
+		r.b = append(r.b, '{')
+		for i := range v.NumField() {
+			if i > 0 {
+				r.b = append(r.b, ' ')
+			}
+			r.value(v.Field(i))
+		}
+		r.b = append(r.b, '}')
+	case reflect.Array:
+		r.list(v)
+	case reflect.Slice:
+		if v.IsNil() {
+			r.b = append(r.b, "<nil>"...)
+			return
+		}
+		id := pathID{t: v.Type(), ptr: v.Pointer(), len: v.Len()}
+		if v.Len() > 0 && !r.enter(id) {
+			return
+		}
+		r.list(v)
+		delete(r.onPath, id)
+	case reflect.Map:
+		if v.IsNil() {
+			r.b = append(r.b, "<nil>"...)
+			return
+		}
+		id := pathID{t: v.Type(), ptr: v.Pointer()}
+		if !r.enter(id) {
+			return
+		}
+		r.mapEntries(v)
+		delete(r.onPath, id)
+	default: // Chan, Func, UnsafePointer: nothing but identity to show
+		if v.IsNil() {
+			r.b = append(r.b, "<nil>"...)
+			return
+		}
+		r.b = append(r.b, '(')
+		r.b = append(r.b, v.Type().String()...)
+		r.b = append(r.b, ')')
+	}
+}
+
+func (r *renderer) list(v reflect.Value) {
+	r.b = append(r.b, '[')
+	for i := range v.Len() {
+		if i > 0 {
+			r.b = append(r.b, ' ')
+		}
+		r.value(v.Index(i))
+	}
+	r.b = append(r.b, ']')
+}
+
+// mapEntries writes "map[k:v k:v]", the entries sorted by their rendered
+// bytes (fmt sorts pointer keys by address; two pointer keys can also render
+// alike, hence the whole entry).
+func (r *renderer) mapEntries(v reflect.Value) {
+	entries := make([][]byte, 0, v.Len())
+	iter := v.MapRange()
+	for iter.Next() {
+		// Rendered with the path so far, so an entry that holds the map
+		// itself ends in "<cycle>" too.
+		mark := len(r.b)
+		r.value(iter.Key())
+		r.b = append(r.b, ':')
+		r.value(iter.Value())
+		entries = append(entries, bytes.Clone(r.b[mark:]))
+		r.b = r.b[:mark]
+	}
+	slices.SortFunc(entries, bytes.Compare)
+	r.b = append(r.b, "map["...)
+	for i, e := range entries {
+		if i > 0 {
+			r.b = append(r.b, ' ')
+		}
+		r.b = append(r.b, e...)
+	}
+	r.b = append(r.b, ']')
 }

@@ -11,7 +11,8 @@ import (
 )
 
 // GetOrLoad returns the cached value of key, or calls load, caches its result
-// for ttl (<= 0: as in Set) and returns it.
+// for ttl (0: as in Set) and returns it. A negative ttl is an error wrapping
+// ErrInvalidTTL, before anything is read or loaded.
 //
 // Concurrent calls for one key in this process share one load; each waits
 // only as long as its own ctx allows, while the load goes on for the others
@@ -32,6 +33,10 @@ import (
 //
 // A nil *Cache calls load directly.
 func GetOrLoad[T any](ctx context.Context, c *Cache, key string, ttl time.Duration, load func(context.Context) (T, error)) (T, error) {
+	if err := checkTTL("load", key, ttl); err != nil {
+		var zero T
+		return zero, err
+	}
 	if c == nil {
 		return load(ctx)
 	}
@@ -58,7 +63,7 @@ func GetOrLoad[T any](ctx context.Context, c *Cache, key string, ttl time.Durati
 		gen := st.gen.Load() // before loading: see setEntry
 		start := time.Now()
 		v, err := load(lctx)
-		c.loadTime.WithLabelValues(st.name).Observe(time.Since(start).Seconds())
+		c.loadTime.WithLabelValues(st.label).Observe(time.Since(start).Seconds())
 		if err != nil {
 			return nil, err
 		}
@@ -86,7 +91,7 @@ func GetOrLoad[T any](ctx context.Context, c *Cache, key string, ttl time.Durati
 // what encoding/json sees: unexported and `json:"-"` fields do not shape it,
 // so an argument whose identity lives in such fields needs keyParams (or all
 // calls would share one entry). Loading follows GetOrLoad, including fail
-// open and a nil *Cache.
+// open, a nil *Cache and a negative ttl (each call returns ErrInvalidTTL).
 func Cached[A, R any](c *Cache, prefix string, ttl time.Duration, keyParams func(A) map[string]any,
 	fn func(context.Context, A) (R, error)) func(context.Context, A) (R, error) {
 	return func(ctx context.Context, arg A) (R, error) {

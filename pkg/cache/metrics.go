@@ -8,8 +8,13 @@ import (
 // cacheplane_cache_{hits,misses,errors}_total and the loaders' duration
 // histogram cacheplane_cache_load_duration_seconds, each labelled with the
 // KeyPrefix. Register it yourself, for example with prometheus.MustRegister.
+//
+// Label values must be valid UTF-8, keys need not be: in a prefix label each
+// run of invalid bytes is written as U+FFFD, and prefixes that become equal
+// ("\xff" and "\xfe") are added up under that one label. A key can never make
+// a scrape fail.
 func NewCollector(c *Cache) prometheus.Collector {
-	constLabels := prometheus.Labels{"key_prefix": c.cfg.KeyPrefix}
+	constLabels := prometheus.Labels{"key_prefix": labelValue(c.cfg.KeyPrefix)}
 	desc := func(name, help string) *prometheus.Desc {
 		return prometheus.NewDesc(name, help, []string{"prefix"}, constLabels)
 	}
@@ -34,10 +39,32 @@ func (col *collector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (col *collector) Collect(ch chan<- prometheus.Metric) {
-	for name, st := range *col.c.states.Load() {
-		ch <- prometheus.MustNewConstMetric(col.hits, prometheus.CounterValue, float64(st.allHits()), name)
-		ch <- prometheus.MustNewConstMetric(col.misses, prometheus.CounterValue, float64(st.misses.Load()), name)
-		ch <- prometheus.MustNewConstMetric(col.errors, prometheus.CounterValue, float64(st.errors.Load()), name)
+	// Added up by label: two states with one label would be a duplicate
+	// series, which fails the whole scrape.
+	type counts struct{ hits, misses, errors float64 }
+	byLabel := map[string]*counts{}
+	for _, st := range *col.c.states.Load() {
+		n := byLabel[st.label]
+		if n == nil {
+			n = &counts{}
+			byLabel[st.label] = n
+		}
+		n.hits += float64(st.allHits())
+		n.misses += float64(st.misses.Load())
+		n.errors += float64(st.errors.Load())
+	}
+	for label, n := range byLabel {
+		for _, m := range [...]struct {
+			desc  *prometheus.Desc
+			value float64
+		}{{col.hits, n.hits}, {col.misses, n.misses}, {col.errors, n.errors}} {
+			// Not MustNewConstMetric: a panic here would take the scrape
+			// (and the process) down; labelValue makes errors impossible,
+			// and a series left out is better than none at all.
+			if metric, err := prometheus.NewConstMetric(m.desc, prometheus.CounterValue, m.value, label); err == nil {
+				ch <- metric
+			}
+		}
 	}
 	col.c.loadTime.Collect(ch)
 }

@@ -94,10 +94,14 @@ func (c *Cache) countError(ctx context.Context, st *prefixState) {
 	}
 }
 
-// Set stores value under key for ttl; ttl <= 0 means the policy's TTL for the
-// key's prefix, or DefaultTTL when the policy sets none. A value the codec
-// cannot encode is an error.
+// Set stores value under key for ttl; ttl 0 means the policy's TTL for the
+// key's prefix, or DefaultTTL when the policy sets none. A negative ttl is an
+// error wrapping ErrInvalidTTL and stores nothing. A value the codec cannot
+// encode is an error.
 func (c *Cache) Set(ctx context.Context, key string, value any, ttl time.Duration) error {
+	if err := checkTTL("set", key, ttl); err != nil {
+		return err
+	}
 	st := c.state(keyspace.PrefixOf(key))
 	return c.set(ctx, st, key, st.gen.Load(), value, ttl)
 }
@@ -209,7 +213,7 @@ func (c *Cache) Exists(ctx context.Context, key string) (bool, error) {
 }
 
 // TTL returns the time key has left, to the millisecond. A missing key is
-// ErrNotFound; a key without expiry (not written by Set) reports -1.
+// ErrNotFound; a key without expiry (not written by Set) reports NoExpiry.
 func (c *Cache) TTL(ctx context.Context, key string) (time.Duration, error) {
 	st := c.state(keyspace.PrefixOf(key))
 	cl := c.client.Load()
@@ -226,6 +230,8 @@ func (c *Cache) TTL(ctx context.Context, key string) (time.Duration, error) {
 		return 0, opError("ttl", key, err)
 	case d == -2:
 		return 0, fmt.Errorf("cache: ttl %q: %w", key, ErrNotFound)
+	case d < 0: // -1: go-redis passes Redis's "no expiry" through as -1ns
+		return NoExpiry, nil
 	}
 	return d, nil
 }

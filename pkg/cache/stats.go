@@ -60,6 +60,33 @@ func (c *Cache) Stats() Stats {
 	return s
 }
 
+// labelValue makes a prefix usable as a Prometheus label value, which must
+// be valid UTF-8 (client_golang panics or fails the scrape otherwise): each
+// run of invalid bytes becomes U+FFFD. Prefixes that become equal share the
+// label, and their counters add up: escaping them apart instead (say \xff)
+// could collide with a prefix spelled that way, and keys from URL slugs with
+// stray bytes are better counted together than as many series.
+func labelValue(s string) string { return strings.ToValidUTF8(s, "\uFFFD") }
+
+// jsonSafe returns s with the prefixes that encoding/json would write alike
+// (it writes invalid bytes as U+FFFD) added up under their labelValue, so a
+// JSON object gets each name once.
+func (s Stats) jsonSafe() Stats {
+	merged := make(map[string]PrefixStats, len(s.Prefixes))
+	for name, p := range s.Prefixes {
+		name = labelValue(name)
+		q := merged[name]
+		q.Hits += p.Hits
+		q.LocalHits += p.LocalHits
+		q.Misses += p.Misses
+		q.Errors += p.Errors
+		q.HitRate = hitRate(q.Hits, q.Misses)
+		merged[name] = q
+	}
+	s.Prefixes = merged
+	return s
+}
+
 func hitRate(hits, misses int64) float64 {
 	if hits+misses == 0 {
 		return 0
@@ -79,6 +106,8 @@ const otherPrefix = "_other"
 // TTL and generation the policy gives it.
 type prefixState struct {
 	name string
+	// label is name as a Prometheus label value (see labelValue).
+	label string
 	// hits counts the hits served by Redis, localHits those served by the
 	// near-cache; allHits adds them up.
 	hits, misses, errors atomic.Int64
@@ -135,7 +164,7 @@ func (p *prefixes) addState(prefix string, force bool) *prefixState {
 		prefix = otherPrefix
 	}
 	// Cloned: prefix may be a substring of a large key.
-	st := &prefixState{name: strings.Clone(prefix)}
+	st := &prefixState{name: strings.Clone(prefix), label: labelValue(prefix)}
 	m := make(map[string]*prefixState, len(old)+1)
 	maps.Copy(m, old)
 	m[st.name] = st
