@@ -339,11 +339,11 @@ func explain(history []Event, v violation, limit int) string {
 	return strings.Join(lines, "\n")
 }
 
-// summarize groups violations for a report: counts by kind, reading
+// summarize counts violations by category: kind, reading
 // operation, the promise it broke, and where the stale version can have come
 // from (a loader of the reading process, of another one, or none: then a
 // cache that kept it).
-func summarize(history []Event, vs []violation) string {
+func summarize(history []Event, vs []violation) map[string]int {
 	loaders := map[string]map[int]bool{} // key/version -> processes whose loaders read it
 	for _, e := range history {
 		if e.Op == opLoad && e.Err == "" {
@@ -368,13 +368,10 @@ func summarize(history []Event, vs []violation) string {
 			default:
 				k += ", version loaded by another process than the invalidating one"
 			}
+		} else {
+			k += ": " + v.Why
 		}
 		counts[k]++
 	}
-	var lines []string
-	for k, n := range counts {
-		lines = append(lines, fmt.Sprintf("  %6d  %s", n, k))
-	}
-	sort.Strings(lines)
-	return strings.Join(lines, "\n")
+	return counts
 }

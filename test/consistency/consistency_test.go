@@ -195,9 +195,12 @@ func TestConsistency(t *testing.T) {
 	}
 }
 
-// TestConsistencySoak runs many processes of every configuration for
-// -soak (or CACHEPLANE_SOAK), injecting a random fault every 0.3-2s, and
-// reports what it survived.
+// TestConsistencySoak runs processes of every configuration (two of them OS
+// processes) for -soak (or CACHEPLANE_SOAK), injecting a random fault of a
+// random kind every 0.3-2s, and reports what it survived. It runs in rounds
+// of soakRound, each with fresh servers and processes and its own seed
+// (seed+round), so that its history stays small enough to check and a
+// failing round reproduces alone: -soak=<soakRound> -seed=<its seed>.
 func TestConsistencySoak(t *testing.T) {
 	d := soakDuration(t)
 	if d == 0 {
@@ -205,7 +208,7 @@ func TestConsistencySoak(t *testing.T) {
 	}
 	s := seed(t)
 	t.Logf("seed %d", s)
-	worker := procSpec{Goroutines: 2, Mix: fullMix, LoadDelayMax: 2 * time.Millisecond, SocketTimeout: time.Second, Think: 500 * time.Microsecond}
+	worker := procSpec{Goroutines: 2, Mix: fullMix, LoadDelayMax: 5 * time.Millisecond, SocketTimeout: time.Second, Think: 2 * time.Millisecond}
 	var ps []procSpec
 	for _, cfg := range []struct{ near, ap, os bool }{
 		{false, false, false}, {false, true, false}, {true, false, false}, {true, true, false},
@@ -215,13 +218,95 @@ func TestConsistencySoak(t *testing.T) {
 		p.Near, p.AutoPipeline, p.OS = cfg.near, cfg.ap, cfg.os
 		ps = append(ps, p)
 	}
-	runScenario(t, scenario{Name: "soak", Keys: eightKeys, Procs: ps, Soak: d}, s)
+	var total result
+	began := time.Now()
+	for round := 0; d-time.Since(began) >= time.Second; round++ {
+		left := d - time.Since(began)
+		sc := scenario{Name: "soak", Keys: eightKeys, Procs: ps, Soak: min(soakRound, left).Round(time.Second)}
+		rs := s + uint64(round)
+		var r result
+		t.Run(fmt.Sprintf("round-%d-seed-%d", round, rs), func(t *testing.T) { r = runScenario(t, sc, rs) })
+		total.add(r)
+	}
+	t.Log("\nsoak summary, all rounds:\n" + total.table())
+}
+
+// soakRound is the length of one round of the soak.
+const soakRound = 30 * time.Second
+
+// result is what a run did and found, for the summary tables.
+type result struct {
+	Runs       int
+	Elapsed    time.Duration
+	Ops        map[string][2]int // operation -> calls, errors
+	Faults     map[string][2]int // kind -> injected, failed to inject
+	Reads      int
+	Promises   int
+	Untrusted  int
+	Violations map[string]int // summarize's categories
+	Stale      int
+	Corrupt    int
+	MaxStale   time.Duration
+}
+
+func (r *result) add(o result) {
+	r.Runs += o.Runs
+	r.Elapsed += o.Elapsed
+	for _, m := range []struct{ dst, src *map[string][2]int }{{&r.Ops, &o.Ops}, {&r.Faults, &o.Faults}} {
+		if *m.dst == nil {
+			*m.dst = map[string][2]int{}
+		}
+		for k, v := range *m.src {
+			cur := (*m.dst)[k]
+			(*m.dst)[k] = [2]int{cur[0] + v[0], cur[1] + v[1]}
+		}
+	}
+	if r.Violations == nil {
+		r.Violations = map[string]int{}
+	}
+	for k, n := range o.Violations {
+		r.Violations[k] += n
+	}
+	r.Reads += o.Reads
+	r.Promises += o.Promises
+	r.Untrusted += o.Untrusted
+	r.Stale += o.Stale
+	r.Corrupt += o.Corrupt
+	r.MaxStale = max(r.MaxStale, o.MaxStale)
+}
+
+// table prints r: operations by kind and outcome, faults, what the checker
+// looked at and what it found.
+func (r *result) table() string {
+	var b strings.Builder
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "operation\tcalls\terrors\t")
+	total := 0
+	for _, name := range sortedKeys(r.Ops) {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t\n", name, r.Ops[name][0], r.Ops[name][1])
+		if name != opLoad {
+			total += r.Ops[name][0]
+		}
+	}
+	faults := 0
+	for _, name := range sortedKeys(r.Faults) {
+		fmt.Fprintf(tw, "fault %s\t%d\t%d\t\n", name, r.Faults[name][0], r.Faults[name][1])
+		faults += r.Faults[name][0]
+	}
+	tw.Flush()
+	fmt.Fprintf(&b, "%d runs, %v: %d operations, %d faults; %d reads checked against %d promises (%d InvalidateOnWrite untrusted: overlapped a fault or an error)\n",
+		r.Runs, r.Elapsed.Round(time.Millisecond), total, faults, r.Reads, r.Promises, r.Untrusted)
+	fmt.Fprintf(&b, "violations: %d stale (longest %v), %d corrupt", r.Stale, r.MaxStale.Round(time.Millisecond), r.Corrupt)
+	for _, k := range sortedKeys(r.Violations) {
+		fmt.Fprintf(&b, "\n  %6d  %s", r.Violations[k], k)
+	}
+	return b.String()
 }
 
 // runScenario runs sc with its own redis-servers (the cache's, which the
 // faults hit, and the source of truth's, which they never touch) and checks
 // the history.
-func runScenario(t *testing.T, sc scenario, seed uint64) {
+func runScenario(t *testing.T, sc scenario, seed uint64) result {
 	ctx := context.Background()
 	srv, err := testredis.Start()
 	if err != nil {
@@ -335,74 +420,59 @@ wait:
 	history := rec.history()
 	sort.SliceStable(history, func(i, j int) bool { return history[i].Start < history[j].Start })
 	vs, st := check(history, checkConfig{Bound: bounds, Grace: time.Second})
-	t.Log("\n" + report(sc, history, vs, st, elapsed))
+	var specs []string
+	for _, p := range sc.Procs {
+		specs = append(specs, p.String())
+	}
+	res := tally(history, vs, st, elapsed)
+	t.Logf("\n%s: %d processes [%s]\n%s", sc.Name, len(sc.Procs), strings.Join(specs, ", "), res.table())
 	if len(vs) > 0 {
 		var b strings.Builder
-		fmt.Fprintf(&b, "%d consistency violations (seed %d; reproduce: %s)", len(vs), seed, reproduce(t.Name(), seed))
+		cmd := reproduce(t.Name(), seed)
+		if sc.Soak > 0 {
+			cmd = fmt.Sprintf("go test -race -v -run '^TestConsistencySoak$' ./test/consistency/ -args -seed=%d -soak=%v", seed, sc.Soak)
+		}
+		fmt.Fprintf(&b, "%d consistency violations (seed %d; reproduce: %s)", len(vs), seed, cmd)
 		if sc.Expect != "" {
 			fmt.Fprintf(&b, "\nthis scenario exposes %s", sc.Expect)
 		}
-		fmt.Fprintf(&b, "\n%s\nfirst ones:", summarize(history, vs))
+		fmt.Fprintf(&b, "\nfirst ones:")
 		for _, v := range vs[:min(len(vs), 8)] {
 			fmt.Fprintf(&b, "\n  %s", v)
 		}
 		fmt.Fprintf(&b, "\nthe history of %q behind the first one:\n%s", vs[0].Read.Key, explain(history, vs[0], 40))
 		t.Error(b.String())
 	}
+	return res
 }
 
-// report is the summary table of a run: operations by kind and outcome,
-// faults, what the checker looked at and found.
-func report(sc scenario, history []Event, vs []violation, st checkStats, elapsed time.Duration) string {
-	var b strings.Builder
-	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
-	var specs []string
-	for _, p := range sc.Procs {
-		specs = append(specs, p.String())
+// tally counts a run's history and findings.
+func tally(history []Event, vs []violation, st checkStats, elapsed time.Duration) result {
+	r := result{
+		Runs: 1, Elapsed: elapsed,
+		Ops: map[string][2]int{}, Faults: map[string][2]int{}, Violations: summarize(history, vs),
+		Reads: st.Reads, Promises: st.Promises, Untrusted: st.Untrusted, MaxStale: st.MaxStaleness,
 	}
-	fmt.Fprintf(&b, "%s: %d processes [%s], %v\n", sc.Name, len(sc.Procs), strings.Join(specs, ", "), elapsed.Round(time.Millisecond))
-	type row struct{ n, errs int }
-	ops := map[string]*row{}
-	faults := map[string]*row{}
-	var total int
 	for _, e := range history {
-		m := ops
-		name := e.Op
+		m, name := r.Ops, e.Op
 		if e.Op == opFault {
-			m, name = faults, e.Fault
-		} else if e.isOp() {
-			total++
+			m, name = r.Faults, e.Fault
 		}
-		r := m[name]
-		if r == nil {
-			r = &row{}
-			m[name] = r
-		}
-		r.n++
+		c := m[name]
+		c[0]++
 		if e.Err != "" {
-			r.errs++
+			c[1]++
 		}
+		m[name] = c
 	}
-	fmt.Fprintln(tw, "operation\tcalls\terrors\t")
-	for _, name := range sortedKeys(ops) {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t\n", name, ops[name].n, ops[name].errs)
-	}
-	for _, name := range sortedKeys(faults) {
-		fmt.Fprintf(tw, "fault %s\t%d\t%d\t\n", name, faults[name].n, faults[name].errs)
-	}
-	tw.Flush()
-	stale, corrupt := 0, 0
 	for _, v := range vs {
 		if v.Kind == "stale" {
-			stale++
+			r.Stale++
 		} else {
-			corrupt++
+			r.Corrupt++
 		}
 	}
-	fmt.Fprintf(&b, "%d operations; %d reads checked against %d promises (%d InvalidateOnWrite untrusted: overlapped a fault or an error)\n",
-		total, st.Reads, st.Promises, st.Untrusted)
-	fmt.Fprintf(&b, "violations: %d stale (longest %v), %d corrupt", stale, st.MaxStaleness.Round(time.Millisecond), corrupt)
-	return b.String()
+	return r
 }
 
 func sortedKeys[V any](m map[string]V) []string {
