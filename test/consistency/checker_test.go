@@ -33,8 +33,9 @@ import (
 //     Within one process pkg/cache promises that a caller arriving after an
 //     invalidation does not join an older load, so there it excuses nothing.
 //
-// Reads by a process other than X's get a staleness bound: the time a
-// near-cache may take to hear of X (Bound; 0 for a process without one).
+// Reads by a process other than X's get a staleness bound (Bound): the time
+// a near-cache may take to hear of X, or (-remote-bound, 0 by default) the
+// time another process may take to honour X when it reads Redis.
 // Reads by X's own process get none (read-your-writes). InvalidateOnWrite
 // does not return its invalidation's errors (it fails open), so one that
 // overlapped a fault, or an error of its process, promises nothing.
@@ -51,6 +52,9 @@ type checkConfig struct {
 	// Grace extends each fault: an InvalidateOnWrite that overlapped a fault
 	// or its grace is not trusted.
 	Grace time.Duration
+	// DeleteDoesNotFence treats Delete like Set: a GetOrLoad write-back
+	// racing it is excused.
+	DeleteDoesNotFence bool
 }
 
 // violation is one read the checker refutes.
@@ -203,7 +207,7 @@ func check(history []Event, cc checkConfig) ([]violation, checkStats) {
 		}
 		st.Promises++
 		for k, f := range e.Floors {
-			promises[k] = append(promises[k], promise{end: e.End, cacheStart: e.CacheStart, floor: f, fence: e.Op != opSet, proc: e.Proc, ev: e})
+			promises[k] = append(promises[k], promise{end: e.End, cacheStart: e.CacheStart, floor: f, fence: e.Op != opSet && !(e.Op == opDelete && cc.DeleteDoesNotFence), proc: e.Proc, ev: e})
 		}
 	}
 	for _, ps := range promises {
@@ -339,11 +343,11 @@ func explain(history []Event, v violation, limit int) string {
 	return strings.Join(lines, "\n")
 }
 
-// summarize counts violations by category: kind, reading
+// categorize names each violation's category: its kind, the reading
 // operation, the promise it broke, and where the stale version can have come
-// from (a loader of the reading process, of another one, or none: then a
-// cache that kept it).
-func summarize(history []Event, vs []violation) map[string]int {
+// from (a loader of the invalidating process, of another one, or none: then
+// a cache kept it).
+func categorize(history []Event, vs []violation) []string {
 	loaders := map[string]map[int]bool{} // key/version -> processes whose loaders read it
 	for _, e := range history {
 		if e.Op == opLoad && e.Err == "" {
@@ -354,8 +358,8 @@ func summarize(history []Event, vs []violation) map[string]int {
 			loaders[kv][e.Proc] = true
 		}
 	}
-	counts := map[string]int{}
-	for _, v := range vs {
+	out := make([]string, len(vs))
+	for i, v := range vs {
 		k := v.Kind + " " + v.Read.Op
 		if v.By != nil {
 			k += " after " + v.By.Op
@@ -371,7 +375,7 @@ func summarize(history []Event, vs []violation) map[string]int {
 		} else {
 			k += ": " + v.Why
 		}
-		counts[k]++
+		out[i] = k
 	}
-	return counts
+	return out
 }

@@ -108,6 +108,11 @@ func TestCheckerAccepts(t *testing.T) {
 			write(2, opSet, "k", 1, 2, 3),
 			get(3, "k", 0, 10, 11),
 		}, checkConfig{}},
+		{"a load's write-back racing a Delete, told Delete does not fence", []Event{
+			{Proc: 1, Op: opLoad, Key: "k", Ver: 0, Start: 0, End: 1 * ms},
+			write(2, opDelete, "k", 1, 2, 3),
+			get(3, "k", 0, 10, 11),
+		}, checkConfig{DeleteDoesNotFence: true}},
 		{"within a near-cache's bound", []Event{
 			write(1, opSet, "k", 1, 0, 1),
 			write(2, opDelete, "k", 2, 2, 3),

@@ -343,8 +343,9 @@ func runScenario(t *testing.T, sc scenario, seed uint64) result {
 			SocketTimeout: ps.SocketTimeout, Goroutines: ps.Goroutines, Mix: ps.Mix,
 			LoadDelayMax: ps.LoadDelayMax, Think: ps.Think, PinKeys: ps.PinKeys,
 		}
+		bounds[i] = *remoteBound
 		if ps.Near {
-			bounds[i] = *nearBound
+			bounds[i] = max(*nearBound, *remoteBound)
 		}
 		var p process
 		if ps.OS {
@@ -419,7 +420,7 @@ wait:
 
 	history := rec.history()
 	sort.SliceStable(history, func(i, j int) bool { return history[i].Start < history[j].Start })
-	vs, st := check(history, checkConfig{Bound: bounds, Grace: time.Second})
+	vs, st := check(history, checkConfig{Bound: bounds, Grace: time.Second, DeleteDoesNotFence: !*deleteFences})
 	var specs []string
 	for _, p := range sc.Procs {
 		specs = append(specs, p.String())
@@ -436,11 +437,17 @@ wait:
 		if sc.Expect != "" {
 			fmt.Fprintf(&b, "\nthis scenario exposes %s", sc.Expect)
 		}
-		fmt.Fprintf(&b, "\nfirst ones:")
-		for _, v := range vs[:min(len(vs), 8)] {
-			fmt.Fprintf(&b, "\n  %s", v)
+		// The first violation of each category, with the history of its
+		// key that shows it.
+		seen := map[string]bool{}
+		for i, c := range categorize(history, vs) {
+			if seen[c] {
+				continue
+			}
+			seen[c] = true
+			fmt.Fprintf(&b, "\n\n%s (%d), the first:\n  %s\nthe history of %q behind it:\n%s",
+				c, res.Violations[c], vs[i], vs[i].Read.Key, explain(history, vs[i], 30))
 		}
-		fmt.Fprintf(&b, "\nthe history of %q behind the first one:\n%s", vs[0].Read.Key, explain(history, vs[0], 40))
 		t.Error(b.String())
 	}
 	return res
@@ -450,7 +457,7 @@ wait:
 func tally(history []Event, vs []violation, st checkStats, elapsed time.Duration) result {
 	r := result{
 		Runs: 1, Elapsed: elapsed,
-		Ops: map[string][2]int{}, Faults: map[string][2]int{}, Violations: summarize(history, vs),
+		Ops: map[string][2]int{}, Faults: map[string][2]int{}, Violations: map[string]int{},
 		Reads: st.Reads, Promises: st.Promises, Untrusted: st.Untrusted, MaxStale: st.MaxStaleness,
 	}
 	for _, e := range history {
@@ -464,6 +471,9 @@ func tally(history []Event, vs []violation, st checkStats, elapsed time.Duration
 			c[1]++
 		}
 		m[name] = c
+	}
+	for _, c := range categorize(history, vs) {
+		r.Violations[c]++
 	}
 	for _, v := range vs {
 		if v.Kind == "stale" {
