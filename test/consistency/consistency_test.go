@@ -87,8 +87,7 @@ func shortScenarios() []scenario {
 	near.Near = true
 	nearAP := near
 	nearAP.AutoPipeline = true
-	nearOS := near
-	nearOS.OS = true
+	nearOS := inOS(near)
 
 	// defects/key-equals-prefix: near-caches that list their prefixes, and
 	// keys equal to those prefixes. No loads, so that only item 1 can fail.
@@ -101,8 +100,7 @@ func shortScenarios() []scenario {
 	// others block. No loads, so that only item 4 can fail.
 	reader := procSpec{Near: true, Goroutines: 16, Mix: readOnlyMix, Think: 2 * time.Millisecond, PinKeys: true}
 	writer := procSpec{Goroutines: 2, Mix: mix{Get: 20, Set: 40, Delete: 20, Invalidate: 10, IOW: 10}, SocketTimeout: time.Second, Think: 20 * time.Millisecond}
-	writerOS := writer
-	writerOS.OS = true
+	writerOS := inOS(writer)
 
 	// defects/writeback-fence: slow loaders racing other processes'
 	// invalidations, and no plain Set (which would excuse a racing
@@ -158,7 +156,7 @@ func shortScenarios() []scenario {
 		},
 		{
 			Name: "defects/writeback-fence", Keys: eightKeys, Ops: 1500,
-			Procs:  []procSpec{fence, fence, fenceAP, fenceAP, fenceOS(fence)},
+			Procs:  []procSpec{fence, fence, fenceAP, fenceAP, inOS(fence)},
 			Expect: "item 3 (a load's write-back lands after another process's invalidation)",
 		},
 		{
@@ -180,7 +178,8 @@ func shortScenarios() []scenario {
 	}
 }
 
-func fenceOS(p procSpec) procSpec {
+// inOS is p in an OS process of its own.
+func inOS(p procSpec) procSpec {
 	p.OS = true
 	return p
 }
