@@ -1,14 +1,15 @@
 package testredis
 
 import (
-	"io"
 	"net"
 	"sync"
 )
 
 // Proxy forwards TCP to a server until Stall, from which point it keeps
 // accepting connections and reading requests but forwards nothing: a server
-// that hangs (a network stall), not one that refuses.
+// that hangs (a network stall), not one that refuses. Unstalled, a
+// connection closed on one side is closed on the other, so a client sees a
+// restarted server's reset as it would without the proxy.
 type Proxy struct {
 	ln     net.Listener
 	target string
@@ -68,7 +69,9 @@ func (p *Proxy) track(conns ...net.Conn) bool {
 	return true
 }
 
-func (p *Proxy) pipe(dst io.Writer, src io.Reader) {
+func (p *Proxy) pipe(dst, src net.Conn) {
+	defer dst.Close()
+	defer src.Close()
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)
