@@ -708,7 +708,3 @@ type CachePolicyList struct {
 	// items are the policies.
 	Items []CachePolicy `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&CachePolicy{}, &CachePolicyList{})
-}
