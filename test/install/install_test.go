@@ -549,3 +549,38 @@ func normalize(t *testing.T, v any) any {
 	}
 	return out
 }
+
+// The README's Helm path: helm install, upgrade with every toggle on, and
+// uninstall, against the API server. Uninstall removes the manager and keeps
+// the CRD (crd.keep), so CachePolicies outlive the release.
+func TestHelmInstallUpgradeUninstall(t *testing.T) {
+	const ns = "helm-release"
+	env := []string{"KUBECONFIG=" + kubeconfig}
+	// The CRD of an earlier test was created by kubectl, not by a release:
+	// helm refuses to adopt it. Start from a cluster without it, as a user's.
+	kubectl(t, nil, "delete", "crd", "cachepolicies.cache.cacheplane.io", "--ignore-not-found", "--wait", "--timeout=60s")
+	kubectl(t, []byte(monitoringCRDs), "apply", "-f", "-")
+	kubectl(t, nil, "wait", "--for=condition=Established", "--timeout=60s",
+		"crd/servicemonitors.monitoring.coreos.com", "crd/prometheusrules.monitoring.coreos.com")
+	kubectl(t, nil, "create", "namespace", ns)
+
+	hb := tool(t, "helm")
+	runCmd(t, nil, env, hb, "install", "cp", chartDir(), "-n", ns, "--set", "nameOverride=cp-release")
+	kubectl(t, nil, "get", "deployment/cp-release-controller-manager", "-n", ns)
+	kubectl(t, nil, "wait", "--for=condition=Established", "crd/cachepolicies.cache.cacheplane.io", "--timeout=60s")
+
+	runCmd(t, nil, env, hb, append([]string{"upgrade", "cp", chartDir(), "-n", ns, "--set", "nameOverride=cp-release"}, allOn...)...)
+	out := kubectl(t, nil, "get", "deployment/cp-release-controller-manager", "-n", ns,
+		"-o", "jsonpath={.spec.template.spec.containers[0].image}")
+	if out != "registry.example.com/cacheplane-manager:v9.9.9" {
+		t.Errorf("after helm upgrade the manager runs %q", out)
+	}
+	kubectl(t, nil, "get", "servicemonitor/cp-release-controller-manager-metrics-monitor", "prometheusrule/cp-release-rules",
+		"configmap/cp-release-grafana-dashboard", "-n", ns)
+
+	runCmd(t, nil, env, hb, "uninstall", "cp", "-n", ns, "--wait", "--timeout=2m")
+	if out := kubectl(t, nil, "get", "deployments,services,configmaps", "-n", ns, "-l", "app.kubernetes.io/instance=cp", "-o", "name"); strings.TrimSpace(out) != "" {
+		t.Errorf("helm uninstall left:\n%s", out)
+	}
+	kubectl(t, nil, "get", "crd/cachepolicies.cache.cacheplane.io")
+}
