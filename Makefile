@@ -60,9 +60,9 @@ lint-fix: golangci-lint ## Run golangci-lint and apply its fixes.
 
 .PHONY: verify-gen
 verify-gen: ## Regenerate CRD, RBAC, deepcopy, dist/install.yaml and the chart's files; fail if that changed any.
-	@before="$$(find $(GENERATED) -type f | sort | xargs sha256sum)"; \
+	@before="$$(find $(GENERATED) -type f 2>/dev/null | sort | xargs -r sha256sum || true)"; \
 	  $(MAKE) --no-print-directory manifests generate build-installer helm-sync >/dev/null; \
-	  after="$$(find $(GENERATED) -type f | sort | xargs sha256sum)"; \
+	  after="$$(find $(GENERATED) -type f 2>/dev/null | sort | xargs -r sha256sum || true)"; \
 	  if [ "$$before" != "$$after" ]; then \
 	    diff <(echo "$$before") <(echo "$$after") || true; \
 	    echo "generated files were stale (above: before and after regenerating); review git diff and commit them" >&2; \
@@ -107,7 +107,7 @@ build: ## Build the manager binary.
 	go build -o $(LOCALBIN)/manager ./cmd/manager
 
 .PHONY: build-installer
-build-installer: manifests generate kustomize ## Write $(INSTALLER) (default dist/install.yaml): CRDs, RBAC, manager with image $(IMG), metrics Service.
+build-installer: manifests generate kustomize ## Write dist/install.yaml (or INSTALLER=path): CRDs, RBAC, the manager running IMG, metrics Service.
 	@hack/build-installer.sh "$(KUSTOMIZE)" "$(IMG)" "$(INSTALLER)"
 	@echo "wrote $(INSTALLER) (image $(IMG))"
 
@@ -163,15 +163,15 @@ $(CONTROLLER_GEN):
 	GOBIN=$(LOCALBIN) go install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_TOOLS_VERSION)
 
 .PHONY: kustomize
-kustomize: ## Build kustomize $(KUSTOMIZE_VERSION) into ./bin.
+kustomize: ## Build kustomize (KUSTOMIZE_VERSION) into ./bin.
 	$(call go-install-tool,$(KUSTOMIZE),sigs.k8s.io/kustomize/kustomize/v5,$(KUSTOMIZE_VERSION))
 
 .PHONY: helm
-helm: ## Build helm $(HELM_VERSION) into ./bin.
+helm: ## Build helm (HELM_VERSION) into ./bin.
 	$(call go-install-tool,$(HELM),helm.sh/helm/v3/cmd/helm,$(HELM_VERSION))
 
 .PHONY: golangci-lint
-golangci-lint: ## Build golangci-lint $(GOLANGCI_LINT_VERSION) into ./bin.
+golangci-lint: ## Build golangci-lint (GOLANGCI_LINT_VERSION) into ./bin.
 	$(call go-install-tool,$(GOLANGCI_LINT),github.com/golangci/golangci-lint/v2/cmd/golangci-lint,$(GOLANGCI_LINT_VERSION))
 
 .PHONY: lint-tools
