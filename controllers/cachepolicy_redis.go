@@ -116,7 +116,7 @@ func (r *CachePolicyReconciler) connectionOptions(ctx context.Context, p *cachev
 			}
 			pool := x509.NewCertPool()
 			if !pool.AppendCertsFromPEM(ca) {
-				return o, "", cachev1alpha1.ReasonTLSFailed, fmt.Errorf("Secret %q key ca.crt (spec.redis.tls.caSecretRef) holds no PEM certificate", ref.Name)
+				return o, "", cachev1alpha1.ReasonTLSFailed, fmt.Errorf("the Secret %q key ca.crt (spec.redis.tls.caSecretRef) holds no PEM certificate", ref.Name)
 			}
 			cfg.RootCAs = pool
 			parts = append(parts, ca)
@@ -132,7 +132,7 @@ func (r *CachePolicyReconciler) connectionOptions(ctx context.Context, p *cachev
 			}
 			pair, err := tls.X509KeyPair(crt, key)
 			if err != nil {
-				return o, "", cachev1alpha1.ReasonTLSFailed, fmt.Errorf("Secret %q (spec.redis.tls.clientCertSecretRef) holds no usable tls.crt/tls.key pair", ref.Name)
+				return o, "", cachev1alpha1.ReasonTLSFailed, fmt.Errorf("the Secret %q (spec.redis.tls.clientCertSecretRef) holds no usable tls.crt/tls.key pair", ref.Name)
 			}
 			cfg.Certificates = []tls.Certificate{pair}
 			parts = append(parts, crt, key)
@@ -148,13 +148,13 @@ func (r *CachePolicyReconciler) secretKey(ctx context.Context, ns, name, key, fi
 	secret := &corev1.Secret{}
 	if err := r.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, secret); err != nil {
 		if apierrors.IsNotFound(err) {
-			return nil, fmt.Errorf("Secret %q (%s) not found in namespace %q", name, field, ns)
+			return nil, fmt.Errorf("no Secret %q (%s) in namespace %q", name, field, ns)
 		}
 		return nil, fmt.Errorf("read Secret %q (%s): %w", name, field, err)
 	}
 	v, ok := secret.Data[key]
 	if !ok {
-		return nil, fmt.Errorf("Secret %q has no key %q (%s)", name, key, field)
+		return nil, fmt.Errorf("the Secret %q has no key %q (%s)", name, key, field)
 	}
 	return v, nil
 }

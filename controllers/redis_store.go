@@ -308,7 +308,7 @@ func (s *redisStore) ReadStats(ctx context.Context, space keyspace.Space, prefix
 		var v [3]int64
 		for j, f := range cmds[i].Val() {
 			if str, ok := f.(string); ok {
-				fmt.Sscan(str, &v[j])
+				_, _ = fmt.Sscan(str, &v[j]) // a damaged counter reads as 0
 			}
 		}
 		out[prefix] = Counters{Hits: v[0], Misses: v[1], Errors: v[2]}

@@ -58,23 +58,35 @@ func TestKubectlAppliesSampleAndShowsColumns(t *testing.T) {
 	if err := k8sClient.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "demo"}, &p); err != nil {
 		t.Fatal(err)
 	}
+	started := metav1.NewMicroTime(time.Now().Add(-3 * time.Minute))
 	p.Status = v1alpha1.CachePolicyStatus{
 		Conditions: []metav1.Condition{{
 			Type: v1alpha1.ConditionReady, Status: metav1.ConditionTrue, Reason: v1alpha1.ReasonReconciled,
-			LastTransitionTime: metav1.Now(),
+			Message: "policy published to Redis", LastTransitionTime: metav1.Now(),
 		}},
 		Hits: 948, Misses: 52, HitRatio: "94.8%",
-		LastInvalidation: &v1alpha1.InvalidationStatus{Phase: v1alpha1.InvalidationComplete, KeysDeleted: 12345},
+		LastInvalidation: &v1alpha1.InvalidationStatus{
+			Phase: v1alpha1.InvalidationComplete, KeysDeleted: 12345, StartedAt: &started,
+		},
 	}
 	if err := k8sClient.Status().Update(context.Background(), &p); err != nil {
 		t.Fatal(err)
 	}
 
 	out = kubectl(t, nil, "get", "cachepol", "-n", ns)
-	header := regexp.MustCompile(`(?m)^NAME\s+READY\s+HIT RATIO\s+HITS\s+LAST INVALIDATION\s+KEYS DELETED\s+AGE$`)
-	row := regexp.MustCompile(`(?m)^demo\s+True\s+94\.8%\s+948\s+Complete\s+12345\s+\S+$`)
+	header := regexp.MustCompile(`(?m)^NAME\s+READY\s+HIT RATIO\s+HITS\s+LAST INVALIDATION\s+KEYS DELETED\s+AGE\s+MESSAGE$`)
+	row := regexp.MustCompile(`(?m)^demo\s+True\s+94\.8%\s+948\s+Complete\s+12345\s+\S+\s+policy published to Redis$`)
 	if !header.MatchString(out) || !row.MatchString(out) {
 		t.Fatalf("kubectl get cachepol printed:\n%s", out)
+	}
+
+	// -o wide adds what tells policies apart and when the last run started
+	// (a MicroTime, shown as an age like 3m).
+	out = kubectl(t, nil, "get", "cachepol", "-n", ns, "-o", "wide")
+	header = regexp.MustCompile(`(?m)^NAME\s+READY\s+HIT RATIO\s+HITS\s+LAST INVALIDATION\s+KEYS DELETED\s+KEY PREFIX\s+REDIS\s+LAST RUN AT\s+AGE\s+MESSAGE$`)
+	row = regexp.MustCompile(`(?m)^demo\s+True\s+94\.8%\s+948\s+Complete\s+12345\s+demo\s+redis://127\.0\.0\.1:6379/0\s+3m\d*s?\s+\S+\s+policy published to Redis$`)
+	if !header.MatchString(out) || !row.MatchString(out) {
+		t.Fatalf("kubectl get cachepol -o wide printed:\n%s", out)
 	}
 }
 

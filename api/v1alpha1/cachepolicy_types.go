@@ -679,7 +679,11 @@ type PrefixStatus struct {
 // +kubebuilder:printcolumn:name="Hits",type="integer",JSONPath=".status.hits"
 // +kubebuilder:printcolumn:name="Last Invalidation",type="string",JSONPath=".status.lastInvalidation.phase"
 // +kubebuilder:printcolumn:name="Keys Deleted",type="integer",JSONPath=".status.lastInvalidation.keysDeleted"
+// +kubebuilder:printcolumn:name="Key Prefix",type="string",JSONPath=".spec.keyPrefix",priority=1
+// +kubebuilder:printcolumn:name="Redis",type="string",JSONPath=".spec.redis.url",priority=1
+// +kubebuilder:printcolumn:name="Last Run At",type="date",JSONPath=".status.lastInvalidation.startedAt",priority=1
 // +kubebuilder:printcolumn:name="Age",type="date",JSONPath=".metadata.creationTimestamp"
+// +kubebuilder:printcolumn:name="Message",type="string",JSONPath=`.status.conditions[?(@.type=="Ready")].message`
 type CachePolicy struct {
 	metav1.TypeMeta `json:",inline"`
 
@@ -706,8 +710,4 @@ type CachePolicyList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	// items are the policies.
 	Items []CachePolicy `json:"items"`
-}
-
-func init() {
-	SchemeBuilder.Register(&CachePolicy{}, &CachePolicyList{})
 }

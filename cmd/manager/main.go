@@ -71,8 +71,13 @@ func run(metricsAddr, probeAddr string, leaderElect bool, leaderElectionNS strin
 	}
 	cfg.QPS, cfg.Burst = float32(qps), burst
 
+	cacheOpts, err := cacheOptions(*watchNamespaces)
+	if err != nil {
+		return err
+	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                        scheme,
+		Cache:                         cacheOpts,
 		Metrics:                       metricsserver.Options{BindAddress: metricsAddr},
 		HealthProbeBindAddress:        probeAddr,
 		LeaderElection:                leaderElect,

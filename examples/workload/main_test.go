@@ -51,7 +51,7 @@ var listening = regexp.MustCompile(`listening on (http://\S+)`)
 
 // start runs the workload until the test ends and returns its base URL and a
 // function that stops it and returns run's error and output.
-func start(t *testing.T, args ...string) (string, func() (error, string)) {
+func start(t *testing.T, args ...string) (string, func() (string, error)) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	out := &syncBuffer{}
@@ -76,17 +76,17 @@ func start(t *testing.T, args ...string) (string, func() (error, string)) {
 		t.Fatalf("workload did not print its address within 10s:\n%s", out)
 	}
 	stopped := false
-	stop := func() (error, string) {
+	stop := func() (string, error) {
 		if !stopped {
 			stopped = true
 			cancel()
 		}
 		select {
 		case err := <-errc:
-			return err, out.String()
+			return out.String(), err
 		case <-time.After(10 * time.Second):
 			t.Fatalf("workload did not stop within 10s of cancel:\n%s", out)
-			return nil, ""
+			return "", nil
 		}
 	}
 	t.Cleanup(func() {
@@ -173,7 +173,7 @@ func TestCachesReadsAndWritesInvalidateTheirKind(t *testing.T) {
 		t.Errorf("/metrics lacks %q:\n%s", want, metrics)
 	}
 
-	err, out := stop()
+	out, err := stop()
 	if err != nil {
 		t.Fatalf("run: %v\n%s", err, out)
 	}

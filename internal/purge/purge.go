@@ -129,7 +129,6 @@ func Node(ctx context.Context, c redis.Cmdable, pattern string, cursor uint64, o
 			}
 		}
 		deleted += int64(len(pending))
-		pending = nil
 		if scan == nil {
 			return deleted, nil
 		}

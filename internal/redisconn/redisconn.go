@@ -190,7 +190,7 @@ func universalOptions(o Options) (*redis.Options, []string, error) {
 		}
 	}
 	if o.Mode == ModeSentinel && o.MasterName == "" {
-		return nil, nil, errors.New("Sentinel mode needs the master's name")
+		return nil, nil, errors.New("mode Sentinel needs the master's name")
 	}
 	// Reuse the standalone validation and defaults, then carry them over.
 	base := o

@@ -175,7 +175,7 @@ func (g *flightGroup) do(ctx context.Context, key string, seq int64, fn func(con
 		lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 		f = &flight{seq: seq, done: make(chan struct{}), cancel: cancel}
 		g.m[key] = f
-		go g.run(f, key, lctx, fn)
+		go g.run(lctx, f, key, fn)
 	}
 	f.waiters++
 	g.mu.Unlock()
@@ -202,7 +202,7 @@ func (g *flightGroup) do(ctx context.Context, key string, seq int64, fn func(con
 	}
 }
 
-func (g *flightGroup) run(f *flight, key string, ctx context.Context, fn func(context.Context) (any, error)) {
+func (g *flightGroup) run(ctx context.Context, f *flight, key string, fn func(context.Context) (any, error)) {
 	defer func() {
 		if r := recover(); r != nil {
 			f.val, f.err = nil, &panicError{value: r, stack: debug.Stack()}
