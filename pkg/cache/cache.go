@@ -103,7 +103,8 @@ type Config struct {
 	Logger *slog.Logger
 	// PolicyRefresh is how often the policy is re-read from Redis, as a
 	// fallback for missed change events. Default 5s; negative disables policy
-	// following altogether (no policy TTLs, no generations).
+	// following altogether (no policy TTLs, no generations: InvalidatePrefix
+	// and InvalidateOnWrite then SCAN, like Invalidate).
 	PolicyRefresh time.Duration
 	// StatsFlushInterval is how often per-prefix counters are added to Redis
 	// for the operator. Default 5s; negative disables flushing.
