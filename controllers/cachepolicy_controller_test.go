@@ -35,6 +35,7 @@ func TestTokenAdoptedAtCreationThenEachChangeRunsOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	cur := waitReady(t, p)
+	genBefore := cur.Status.Prefixes[0].Generation
 	if cur.Status.ObservedToken != "v1" || cur.Status.LastInvalidation != nil {
 		t.Fatalf("creation: observedToken %q, lastInvalidation %+v; want v1 adopted without a run", cur.Status.ObservedToken, cur.Status.LastInvalidation)
 	}
@@ -62,11 +63,19 @@ func TestTokenAdoptedAtCreationThenEachChangeRunsOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	pol, _ := keyspace.ParsePrefixPolicy(raw)
-	if pol.Generation != 1 || pol.TTL() != 10*time.Minute {
-		t.Errorf("policy hash users = %+v, want generation 1, ttl 10m", pol)
+	if pol.TTL() != 10*time.Minute {
+		t.Errorf("policy hash users = %+v, want ttl 10m", pol)
 	}
-	if g := cur.Status.Prefixes[0].Generation; g != 1 {
-		t.Errorf("status generation of users = %d, want 1", g)
+	gens, err := keyspace.ParseGenerations(keyspace.New(kp).EnsureGenerations(ctx, rdb))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := gens.Of("users"); g <= genBefore || cur.Status.Prefixes[0].Generation != g {
+		t.Errorf("generation of users: %d in Redis, %d in status, %d before the run; want one higher value in both",
+			g, cur.Status.Prefixes[0].Generation, genBefore)
+	}
+	if g := gens.Of("products"); g > genBefore {
+		t.Errorf("generation of products rose to %d in a run of users (was at most %d)", g, genBefore)
 	}
 	eventually(t, 10*time.Second, func() (bool, string) {
 		var reasons []string
@@ -106,7 +115,7 @@ func TestPatternsNarrowTheRun(t *testing.T) {
 	if err := k8s.Create(context.Background(), p); err != nil {
 		t.Fatal(err)
 	}
-	waitReady(t, p)
+	genBefore := waitReady(t, p).Status.Prefixes[0].Generation
 	update(t, p, func(p *cachev1alpha1.CachePolicy) { p.Spec.Invalidation.Token = "t1" })
 	run := waitRun(t, p, cachev1alpha1.TriggerToken, "t1")
 	if n := countKeys(t, rdb, kp+":users:1*"); n != 0 {
@@ -119,8 +128,8 @@ func TestPatternsNarrowTheRun(t *testing.T) {
 		t.Errorf("run = %+v, want 100 keys deleted and no whole prefixes", run)
 	}
 	// A pattern run does not bump generations: other users entries stay valid.
-	if g := get(t, p).Status.Prefixes[0].Generation; g != 0 {
-		t.Errorf("generation of users = %d after a pattern run, want 0", g)
+	if g := get(t, p).Status.Prefixes[0].Generation; g != genBefore {
+		t.Errorf("generation of users = %d after a pattern run, want %d as before", g, genBefore)
 	}
 }
 
@@ -207,6 +216,7 @@ func TestRunResumesAfterManagerRestart(t *testing.T) {
 		t.Fatalf("manager stopped after the run finished (%d keys left, phase %s); nothing to resume", left, checkpoint.Phase)
 	}
 	t.Logf("stopped with %d keys left, checkpoint %+v after %d deleted", left, checkpoint.Checkpoint, checkpoint.KeysDeleted)
+	bumped := get(t, p).Status.Prefixes[0].Generation
 	if err := startManager(); err != nil {
 		t.Fatal(err)
 	}
@@ -222,8 +232,8 @@ func TestRunResumesAfterManagerRestart(t *testing.T) {
 	if run.KeysDeleted < 20000 || run.KeysDeleted > 20000+5000 {
 		t.Errorf("keysDeleted = %d, want 20000 (plus at most one slice re-counted)", run.KeysDeleted)
 	}
-	if g := get(t, p).Status.Prefixes[0].Generation; g != 1 {
-		t.Errorf("generation = %d, want 1: the resumed run must not bump again", g)
+	if g := get(t, p).Status.Prefixes[0].Generation; g != bumped {
+		t.Errorf("generation = %d, want %d: the resumed run must not bump again", g, bumped)
 	}
 }
 

@@ -23,14 +23,17 @@ type Store interface {
 	// Ping checks that Redis answers and accepts the credentials.
 	Ping(ctx context.Context) error
 	// SyncPolicy makes the policy hash hold exactly the given prefixes with
-	// their TTLs and near-cache choices (want's generations are ignored), keeping each prefix's generation at least floor[prefix] (the
-	// generations status remembers, in case the hash was lost). It publishes a
-	// policy-changed event when anything changed and returns each prefix's
-	// generation.
+	// their TTLs and near-cache choices (want's generations are ignored), and
+	// raises each prefix's generation in the generations hash to at least
+	// floor[prefix] (the generations status remembers, in case the hash was
+	// lost), atomically, never lowering one the library bumped. It publishes
+	// a policy-changed event when the policy changed and returns each
+	// prefix's generation.
 	SyncPolicy(ctx context.Context, space keyspace.Space, want map[string]keyspace.PrefixPolicy, floor map[string]int64) (map[string]int64, error)
-	// BumpGenerations raises the generation of each prefix by one (from at least
-	// floor[prefix]) and publishes an invalidated event per prefix, so embedded
-	// libraries stop serving entries written before. It returns the new generations.
+	// BumpGenerations raises the generation of each prefix above its current
+	// one, floor[prefix] and the server's clock (keyspace.BumpGenerationsLua)
+	// and publishes an invalidated event per prefix, so embedded libraries
+	// stop serving entries written before. It returns the new generations.
 	BumpGenerations(ctx context.Context, space keyspace.Space, prefixes []string, floor map[string]int64) (map[string]int64, error)
 	// Purge deletes the keys matching pattern on every node, resuming from
 	// cursors (nil = from the start). progress receives the cursors to resume
@@ -39,8 +42,9 @@ type Store interface {
 	Purge(ctx context.Context, pattern string, cursors []NodeCursor, opt purge.Options, progress func(cursors []NodeCursor, deleted int64) error) error
 	// ReadStats returns the cumulative counters pkg/cache flushed for each prefix.
 	ReadStats(ctx context.Context, space keyspace.Space, prefixes []string) (map[string]Counters, error)
-	// DeletePolicy removes the policy hash (and, with stats, the prefixes' stats
-	// hashes) and publishes a policy-changed event.
+	// DeletePolicy removes the policy hash (and, with stats, that is when
+	// purging, the prefixes' stats hashes and the generations hash) and
+	// publishes a policy-changed event.
 	DeletePolicy(ctx context.Context, space keyspace.Space, statsOf []string) error
 	// Close releases the connections.
 	Close() error
@@ -104,15 +108,21 @@ func (s *redisStore) SyncPolicy(ctx context.Context, space keyspace.Space, want 
 	if err != nil {
 		return nil, err
 	}
-	gens := make(map[string]int64, len(want))
 	set := map[string]any{}
+	raise := make(map[string]int64, len(want))
 	for prefix, w := range want {
-		cur, ok := current[prefix]
-		w.Generation = max(cur.Generation, floor[prefix])
-		gens[prefix] = w.Generation
-		if !ok || !cur.Equal(w) {
+		// Generations live in their own hash, raised by a script below: a
+		// read-modify-write here could lower a bump the library made
+		// meanwhile.
+		w.Generation = 0
+		raise[prefix] = floor[prefix]
+		if cur, ok := current[prefix]; !ok || !cur.Equal(w) {
 			set[prefix] = w.Marshal()
 		}
+	}
+	gens, err := space.RaiseGenerations(ctx, s.c, raise)
+	if err != nil {
+		return nil, fmt.Errorf("raise generations: %w", err)
 	}
 	var del []string
 	for prefix := range current {
@@ -141,31 +151,10 @@ func (s *redisStore) SyncPolicy(ctx context.Context, space keyspace.Space, want 
 	return gens, s.c.Publish(ctx, space.EventsChannel(), keyspace.Event{Type: keyspace.EventPolicyChanged}.Marshal()).Err()
 }
 
-// bumpScript raises one prefix's generation atomically and publishes it, so a
-// concurrent SyncPolicy cannot lose the bump.
-var bumpScript = redis.NewScript(`
-local cur = redis.call('HGET', KEYS[1], ARGV[1])
-local p = {ttlMillis = 0, generation = 0}
-if cur then
-  local ok, decoded = pcall(cjson.decode, cur)
-  if ok and type(decoded) == 'table' then p = decoded end
-end
-local gen = math.max(tonumber(p.generation) or 0, tonumber(ARGV[2])) + 1
-p.generation = gen
-p.ttlMillis = tonumber(p.ttlMillis) or 0
-redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(p))
-redis.call('PUBLISH', ARGV[3], cjson.encode({type = 'invalidated', prefix = ARGV[1], generation = gen}))
-return gen
-`)
-
 func (s *redisStore) BumpGenerations(ctx context.Context, space keyspace.Space, prefixes []string, floor map[string]int64) (map[string]int64, error) {
-	gens := make(map[string]int64, len(prefixes))
-	for _, prefix := range prefixes {
-		g, err := bumpScript.Run(ctx, s.c, []string{space.PolicyKey()}, prefix, floor[prefix], space.EventsChannel()).Int64()
-		if err != nil {
-			return gens, fmt.Errorf("bump generation of prefix %q: %w", prefix, err)
-		}
-		gens[prefix] = g
+	gens, err := space.BumpGenerations(ctx, s.c, prefixes, floor)
+	if err != nil {
+		return nil, fmt.Errorf("bump generations of prefixes %v: %w", prefixes, err)
 	}
 	return gens, nil
 }
@@ -318,6 +307,11 @@ func (s *redisStore) ReadStats(ctx context.Context, space keyspace.Space, prefix
 
 func (s *redisStore) DeletePolicy(ctx context.Context, space keyspace.Space, statsOf []string) error {
 	keys := []string{space.PolicyKey()}
+	if len(statsOf) > 0 {
+		// Purging: the data is gone, so are its generations. (Retain keeps
+		// them: running libraries still judge the retained entries by them.)
+		keys = append(keys, space.GenKey())
+	}
 	for _, prefix := range statsOf {
 		keys = append(keys, space.StatsKey(prefix))
 	}

@@ -7,7 +7,10 @@
 //
 //	KP:<prefix>:<rest>             data keys written by pkg/cache
 //	{cacheplane:KP}:policy         hash: prefix -> PrefixPolicy JSON (controller writes)
-//	{cacheplane:KP}:stats:<prefix> hash: hits, misses, errors (pkg/cache HINCRBYs)
+//	{cacheplane:KP}:gen            hash: prefix -> generation, plus GenBaseField (both
+//	                               write, only through the scripts in gen.go)
+//	{cacheplane:KP}:stats:<prefix> hash: hits, misses, errors (pkg/cache, FlushStatsLua)
+//	{cacheplane:KP}:flushed:<pid>  string: last applied stats flush of process pid
 //	{cacheplane:KP}:events         pub/sub channel of Event JSON (controller publishes);
 //	                               {cacheplane:KP}:events:db<N> for database N > 0
 //

@@ -9,9 +9,10 @@ import (
 type PrefixPolicy struct {
 	// TTLMillis is the TTL of new entries of the prefix; 0 = the library's default.
 	TTLMillis int64 `json:"ttlMillis"`
-	// Generation rises with every invalidation of the prefix. Entries written
-	// under an older generation read as misses.
-	Generation int64 `json:"generation"`
+	// Generation is no longer part of the policy: generations live in their
+	// own hash (Space.GenKey), which pkg/cache reads; this field is ignored
+	// and kept only so that old hashes still parse.
+	Generation int64 `json:"generation,omitempty"`
 	// NearCache, when set, says whether pods whose Cache has a near-cache
 	// keep this prefix's entries in memory; unset leaves it to the pod.
 	NearCache *bool `json:"nearCache,omitempty"`

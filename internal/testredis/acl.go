@@ -35,14 +35,16 @@ type ACLUser struct {
 //	scan                     pkg/cache Invalidate and the controller's purge (SCAN is keyless: it lists
 //	                         key names outside the user's patterns too, but cannot read or delete them)
 //	hgetall                  the policy hash (both)
-//	hincrby                  pkg/cache stats flush
+//	hincrby                  pkg/cache stats flush (inside its script)
 //	subscribe                pkg/cache follows the events channel (go-redis closes the connection
 //	                         rather than unsubscribe)
 //	hset hdel hmget del      the controller writes the policy and reads and deletes stats hashes
 //	publish                  the controller announces policy changes and invalidations
-//	eval evalsha             the controller bumps generations with a script (the commands the script
-//	                         calls, HGET HSET PUBLISH, are checked against the user's rights too)
-//	hget                     called by that script
+//	eval evalsha             both run the scripts of keyspace/gen.go: generations (bump, ensure,
+//	                         raise) and pkg/cache's at-most-once stats flush (the commands the
+//	                         scripts call, HGET HSET HGETALL HINCRBY GET SET PUBLISH, are checked
+//	                         against the user's rights too)
+//	hget time                called by those scripts
 //	multi exec               the controller's transactional policy update
 //	info                     the controller reads run_id (INFO server) to know whether a saved SCAN
 //	                         cursor belongs to the running process; without it a cursor is trusted
@@ -62,7 +64,7 @@ var CacheCommands = []string{
 	"get", "set", "unlink", "exists", "pttl", "scan",
 	"hgetall", "hincrby", "subscribe",
 	"hset", "hdel", "hget", "hmget", "del", "publish",
-	"eval", "evalsha", "multi", "exec", "info",
+	"eval", "evalsha", "time", "multi", "exec", "info",
 }
 
 // CacheUser returns a user limited to one key prefix: its data keys

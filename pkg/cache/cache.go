@@ -112,7 +112,8 @@ type Config struct {
 	Logger *slog.Logger
 	// PolicyRefresh is how often the policy is re-read from Redis, as a
 	// fallback for missed change events. Default 5s; negative disables policy
-	// following altogether (no policy TTLs, no generations).
+	// following altogether (no policy TTLs, no generations: InvalidatePrefix
+	// and InvalidateOnWrite then SCAN, like Invalidate).
 	PolicyRefresh time.Duration
 	// StatsFlushInterval is how often per-prefix counters are added to Redis
 	// for the operator. Default 5s; negative disables flushing.
@@ -162,14 +163,43 @@ type Cache struct {
 	closed atomic.Bool
 
 	mu       sync.Mutex // serialises Connect and Close
-	stop     context.CancelFunc
 	bg       sync.WaitGroup
 	closeErr error
+	// life ends with Close: it stops the background work (policy
+	// following, stats, reclaims, connect retries).
+	life     context.Context
+	lifeStop context.CancelFunc
+	// dialing is the client Connect made, not yet answering: the retry
+	// loop (retryConnect) keeps pinging it. Guarded by mu.
+	dialing  *universal
+	retrying bool // guarded by mu
+	retryWG  sync.WaitGroup
 
 	prefixes
 
 	policyMu sync.Mutex // serialises policy re-reads
 	flushMu  sync.Mutex // serialises stats flushes; guards the flushed counters
+
+	// Stats flushes are applied at most once (flushStats): pid names this
+	// Cache in Redis, flushSeq numbers its batches, pendingFlush is a batch
+	// whose reply was lost. The last two are guarded by flushMu.
+	pid          string
+	flushSeq     int64
+	pendingFlush *flushBatch
+
+	// The generations are known when genLoaded >= genEpoch: genEpoch rises
+	// when they may have been missed (at start, when the events
+	// subscription is lost), genLoaded when a read of them that started in
+	// that epoch succeeds (knowGenerations).
+	genEpoch, genLoaded atomic.Int64
+	genMu               sync.Mutex
+	genCall             *genCall // a read of the generations in flight; guarded by genMu
+
+	// reclaims are the prefixes whose old keys a background SCAN deletes
+	// (reclaim); true: run once more when done.
+	reclaimMu sync.Mutex
+	reclaims  map[string]bool
+	reclaimWG sync.WaitGroup
 
 	flights  flightGroup
 	loadTime *prometheus.HistogramVec
@@ -267,6 +297,10 @@ func New(cfg Config) (*Cache, error) {
 		}, []string{"prefix"}),
 	}
 	c.prefixes.init()
+	c.life, c.lifeStop = context.WithCancel(context.Background())
+	c.pid = keyspace.NewProcessID()
+	c.reclaims = map[string]bool{}
+	c.genEpoch.Store(1) // unknown until first read
 	if cfg.NearCache != nil {
 		near, err := newNearCache(*cfg.NearCache)
 		if err != nil {
@@ -278,7 +312,11 @@ func New(cfg Config) (*Cache, error) {
 }
 
 // Connect dials Redis and pings it, loads the policy of the key prefix and
-// starts following it. An unreachable server is reported within SocketTimeout.
+// starts following it. An unreachable server is reported within SocketTimeout,
+// and the Cache keeps trying in the background (backing off to every 5s,
+// logging failures and the recovery) until it connects or is closed: calls
+// fail with ErrNotConnected until then (loaders, wrappers and the middleware
+// fail open), and start caching as soon as Redis answers, without a restart.
 // Connecting a connected Cache does nothing.
 func (c *Cache) Connect(ctx context.Context) error {
 	c.mu.Lock()
@@ -289,27 +327,89 @@ func (c *Cache) Connect(ctx context.Context) error {
 	if c.client.Load() != nil {
 		return nil
 	}
-	rc, err := redisconn.NewUniversal(c.conn)
-	if err != nil {
-		return fmt.Errorf("cache: %w", err)
+	if c.dialing == nil {
+		rc, err := redisconn.NewUniversal(c.conn)
+		if err != nil {
+			return fmt.Errorf("cache: %w", err) // a configuration error: retrying cannot help
+		}
+		rc.AddHook(roundTripDeadline{c.bound})
+		if cc, ok := rc.(*redis.ClusterClient); ok {
+			// Invalidate talks to each master's own client (ForEachMaster),
+			// which the cluster client's hooks do not cover.
+			cc.OnNewNode(func(node *redis.Client) { node.AddHook(roundTripDeadline{c.bound}) })
+		}
+		c.dialing = &universal{rc}
 	}
-	rc.AddHook(roundTripDeadline{c.bound})
-	if cc, ok := rc.(*redis.ClusterClient); ok {
-		// Invalidate talks to each master's own client (ForEachMaster),
-		// which the cluster client's hooks do not cover.
-		cc.OnNewNode(func(node *redis.Client) { node.AddHook(roundTripDeadline{c.bound}) })
+	if err := c.ping(ctx, c.dialing); err != nil {
+		if !c.retrying {
+			c.retrying = true
+			c.retryWG.Go(c.retryConnect)
+		}
+		return fmt.Errorf("cache: connect to %s (retrying in the background): %w", c.target(), err)
 	}
-	cl := &universal{rc}
-	pctx, cancel := c.opCtx(ctx)
-	err = cl.Ping(pctx).Err()
-	cancel()
-	if err != nil {
-		_ = cl.Close()
-		return fmt.Errorf("cache: connect to %s: %w", c.target(), err)
-	}
+	c.start(ctx)
+	return nil
+}
 
-	bg, stop := context.WithCancel(context.Background())
-	c.stop = stop
+func (c *Cache) ping(ctx context.Context, cl *universal) error {
+	pctx, cancel := c.opCtx(ctx)
+	defer cancel()
+	return cl.Ping(pctx).Err()
+}
+
+// retryConnect pings the dialed client with exponential backoff until Redis
+// answers, then starts the cache as Connect would have; Close stops it.
+// Failures are logged at most twice a minute, the recovery once.
+func (c *Cache) retryConnect() {
+	backoff := 50 * time.Millisecond
+	var failures int
+	var lastLog time.Time
+	for {
+		select {
+		case <-c.life.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+		c.mu.Lock()
+		cl := c.dialing
+		c.mu.Unlock()
+		if cl == nil {
+			return
+		}
+		err := c.ping(c.life, cl)
+		if c.life.Err() != nil {
+			return
+		}
+		if err != nil {
+			failures++
+			if time.Since(lastLog) >= 30*time.Second {
+				lastLog = time.Now()
+				c.log.Warn("cache: Redis still unreachable; calls fail open until it answers", "target", c.target(), "attempts", failures, "err", err)
+			}
+			continue
+		}
+		c.mu.Lock()
+		if c.closed.Load() || c.client.Load() != nil || c.dialing != cl {
+			c.retrying = false
+			c.mu.Unlock()
+			return
+		}
+		c.start(c.life)
+		c.retrying = false
+		c.mu.Unlock()
+		c.log.Info("cache: connected to Redis after retrying", "target", c.target(), "attempts", failures+1)
+		return
+	}
+}
+
+// start begins following the policy, flushing stats and (if configured)
+// the near-cache, on the client that has just answered a PING. Called with mu
+// held.
+func (c *Cache) start(ctx context.Context) {
+	cl := c.dialing
+	c.dialing = nil
+	bg := c.life
 	if c.cfg.PolicyRefresh > 0 {
 		// Loaded before Connect returns, so the first Set already uses the
 		// policy's TTL and generation.
@@ -332,7 +432,6 @@ func (c *Cache) Connect(ctx context.Context) error {
 		c.bg.Go(func() { c.near.run(bg, c) })
 	}
 	c.client.Store(cl)
-	return nil
 }
 
 // Close stops following the policy, flushes pending statistics and closes the
@@ -341,16 +440,26 @@ func (c *Cache) Close() error {
 	if c == nil {
 		return nil
 	}
+	// Before taking mu: the retry loop takes it to start the cache.
+	c.lifeStop()
+	c.retryWG.Wait()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed.Swap(true) {
 		return c.closeErr
 	}
+	// No reclaim starts after this (reclaim checks life under reclaimMu).
+	c.reclaimMu.Lock()
+	c.reclaimMu.Unlock() //nolint:staticcheck // a barrier
+	c.reclaimWG.Wait()
+	if c.dialing != nil {
+		_ = c.dialing.Close()
+		c.dialing = nil
+	}
 	cl := c.client.Swap(nil)
 	if cl == nil {
 		return nil
 	}
-	c.stop()
 	c.bg.Wait()
 	var flushErr error
 	if c.cfg.StatsFlushInterval > 0 {

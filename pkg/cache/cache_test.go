@@ -193,8 +193,9 @@ func TestSetGetRoundTrip(t *testing.T) {
 				t.Fatalf("raw GET of the prefixed key: %v", err)
 			}
 			gen, payload, err := keyspace.ParseEntry(raw)
-			if err != nil || gen != 0 {
-				t.Fatalf("stored value: generation %d, %v", gen, err)
+			gens, _ := keyspace.ParseGenerations(keyspace.New(kp).EnsureGenerations(ctx, rc))
+			if want := gens.Of(keyspace.PrefixOf(key)); err != nil || gen != want {
+				t.Fatalf("stored value: generation %d, %v; want the prefix's %d", gen, err, want)
 			}
 			want, _ := json.Marshal(tc.value)
 			if string(payload) != string(want) {

@@ -116,6 +116,24 @@ func ExampleCached() {
 	// user 1
 }
 
+func ExampleCache_InvalidatePrefix() {
+	ctx := context.Background()
+	c := connect("example-invalidateprefix")
+	defer c.Close()
+
+	_ = c.Set(ctx, "prices:apple", 3, 0)
+	_ = c.Set(ctx, "stock:apple", 10, 0)
+	// Prices changed at the source: every cached price is stale now, in
+	// every process sharing the KeyPrefix, whatever the number of keys.
+	if err := c.InvalidatePrefix(ctx, "prices"); err != nil {
+		log.Fatal(err)
+	}
+	price, _ := c.Get(ctx, "prices:apple", nil)
+	stock, _ := c.Get(ctx, "stock:apple", nil)
+	fmt.Println("price cached:", price, "stock cached:", stock)
+	// Output: price cached: false stock cached: true
+}
+
 func ExampleHTTPMiddleware() {
 	c := connect("example-http")
 	defer c.Close()

@@ -30,3 +30,14 @@ const (
 	MaxPrefixes = maxPrefixes
 	OtherPrefix = otherPrefix
 )
+
+// PipelineInflight returns how many AutoPipeline-eligible calls are in flight.
+func PipelineInflight(c *Cache) int64 { return c.pipe.inflight.Load() }
+
+// Reclaiming reports whether a background reclaim of prefix is running.
+func Reclaiming(c *Cache, prefix string) bool {
+	c.reclaimMu.Lock()
+	defer c.reclaimMu.Unlock()
+	_, ok := c.reclaims[prefix]
+	return ok
+}

@@ -191,7 +191,9 @@ func TestFailOpenServerDown(t *testing.T) {
 	waitFor(t, 10*time.Second, "the subscription to come back", func() bool {
 		return rc.PubSubNumSub(ctx, ch).Val()[ch] == 1
 	})
-	rc.Publish(ctx, ch, keyspace.Event{Type: keyspace.EventInvalidated, Prefix: "user", Generation: 1}.Marshal())
+	if _, err := space.BumpGenerations(ctx, rc, []string{"user"}, nil); err != nil {
+		t.Fatal(err)
+	}
 	waitFor(t, 5*time.Second, "the invalidation after the restart", func() bool { return !hit(c, "user:1") })
 
 	if err := cache.FlushStats(c); err != nil {

@@ -4,10 +4,13 @@ import (
 	"context"
 	"fmt"
 	"runtime/debug"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cacheplane/cacheplane/internal/keyspace"
+	"github.com/cacheplane/cacheplane/internal/purge"
 )
 
 // GetOrLoad returns the cached value of key, or calls load, caches its result
@@ -23,8 +26,15 @@ import (
 // A load that overlaps an Invalidate or Delete in this process reaching key's
 // prefix is not written back, and callers that arrive after such a call start
 // a load of their own instead of joining it: what load read before a write
-// is never cached behind the write's invalidation. (Across processes, the
-// operator's generations do this for its invalidations.)
+// is never cached behind the write's invalidation. Across processes, the
+// write-back is tagged with the prefix's generation read before load ran: if
+// any process invalidates the prefix meanwhile (InvalidatePrefix,
+// InvalidateOnWrite, the middleware's writes, Invalidate of a whole prefix,
+// an operator's run), the entry is stale for every process that knows the new
+// generation (all of them, within the events channel's latency: the
+// invalidating one before its call returns), and this process deletes it
+// again if it learns of the invalidation before its write returns. Delete and
+// glob Invalidates of another process are not fenced this way.
 //
 // Errors of load are returned and never cached. Redis errors are not
 // returned: they are counted and logged, and the call falls through to load
@@ -108,10 +118,11 @@ func Cached[A, R any](c *Cache, prefix string, ttl time.Duration, keyParams func
 }
 
 // InvalidateOnWrite wraps fn so that every key of prefix ("prefix:*", the
-// prefix taken literally) is invalidated after fn succeeds, not when it fails.
-// The invalidation runs to completion even if ctx is cancelled once fn has
-// returned, so a write is never left with stale reads behind it; its failure
-// is counted and logged, not returned (fail open).
+// prefix taken literally) is invalidated after fn succeeds, not when it fails,
+// as InvalidatePrefix does: one round trip, bounded by ctx. If ctx ends first,
+// the invalidation goes on in the background, so a write is not left with
+// stale reads behind it; its failure is counted and logged, not returned
+// (fail open).
 func InvalidateOnWrite[A, R any](c *Cache, prefix string,
 	fn func(context.Context, A) (R, error)) func(context.Context, A) (R, error) {
 	return func(ctx context.Context, arg A) (R, error) {
@@ -128,9 +139,142 @@ func (c *Cache) invalidatePrefix(ctx context.Context, prefix string) {
 	if c == nil {
 		return
 	}
-	if _, err := c.Invalidate(context.WithoutCancel(ctx), prefixPattern(prefix)); err != nil {
-		c.warn("cache: invalidation after a write failed", "prefix", prefix, "err", err)
+	if err := c.InvalidatePrefix(ctx, prefix); err != nil {
+		c.warn("cache: invalidation after a write failed or goes on in the background", "prefix", prefix, "err", err)
 	}
+}
+
+// InvalidatePrefix makes every entry of prefix ("prefix:*", the prefix taken
+// literally) stale in every process at once, in one round trip whatever the
+// size of the database: it bumps the prefix's generation in Redis, which
+// every Cache of the KeyPrefix honours (the bump is published; this process
+// applies it before returning). The keys themselves are deleted later, off
+// the caller's path, by a background SCAN (one per prefix at a time).
+//
+// It waits at most as long as ctx and SocketTimeout allow; if ctx ends
+// first, it returns ctx's error and the bump goes on in the background (its
+// failure is counted and logged). A prefix is a key's first ':'-separated
+// segment; for a prefix containing ':' (a narrower set of keys), and when
+// Config.PolicyRefresh disables generations, it runs Invalidate instead.
+func (c *Cache) InvalidatePrefix(ctx context.Context, prefix string) error {
+	if c == nil {
+		return nil
+	}
+	if c.cfg.PolicyRefresh < 0 || strings.Contains(prefix, keyspace.Separator) {
+		_, err := c.Invalidate(ctx, prefixPattern(prefix))
+		return err
+	}
+	st := c.addState(prefix, true) // its own generation, not otherPrefix's
+	cl := c.client.Load()
+	if cl == nil {
+		st.errors.Add(1)
+		return c.unavailable()
+	}
+	st.invalidations.Add(1) // before the bump: see invalidationSeq
+	if err := c.bumpWithin(ctx, cl, st); err != nil {
+		return opError("invalidate", prefixPattern(prefix), err)
+	}
+	return nil
+}
+
+// bumpWithin bumps st's generation (bump), waiting at most as ctx allows;
+// the bump itself is bounded by SocketTimeout only, so a caller that gives
+// up does not undo the invalidation its write needs.
+func (c *Cache) bumpWithin(ctx context.Context, cl *universal, st *prefixState) error {
+	if ctx.Done() == nil {
+		bctx, cancel := c.opCtx(ctx)
+		err := c.bump(bctx, cl, st, true)
+		cancel()
+		if err != nil {
+			st.errors.Add(1)
+		}
+		return err
+	}
+	done := make(chan error, 1)
+	var abandoned, counted atomic.Bool
+	// count counts a failure once, by whichever side sees it first.
+	count := func(err error) {
+		if err != nil && counted.CompareAndSwap(false, true) {
+			st.errors.Add(1)
+		}
+	}
+	go func() {
+		bctx, cancel := c.opCtx(context.WithoutCancel(ctx))
+		err := c.bump(bctx, cl, st, true)
+		cancel()
+		if err != nil && abandoned.Load() {
+			count(err)
+			c.warn("cache: invalidation failed after its caller gave up", "prefix", st.name, "err", err)
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		count(err)
+		return err
+	case <-ctx.Done():
+		abandoned.Store(true)
+		select {
+		case err := <-done: // finished meanwhile: its result is the answer
+			count(err)
+			return err
+		default:
+		}
+		return ctx.Err()
+	}
+}
+
+// bump raises the generation of st's prefix in Redis (published to every
+// process) and here; with reclaim it then has the old keys deleted in the
+// background.
+func (c *Cache) bump(ctx context.Context, cl *universal, st *prefixState, reclaim bool) error {
+	// What this process knows is a floor: the hash may have lost a bump.
+	gens, err := c.space.BumpGenerations(ctx, cl, []string{st.name}, map[string]int64{st.name: st.gen.Load()})
+	if err != nil {
+		return err
+	}
+	raiseGeneration(st, gens[st.name])
+	if reclaim {
+		c.reclaim(cl, st.name)
+	}
+	return nil
+}
+
+// reclaim deletes the keys of prefix in the background after a bump made
+// them stale: SCAN + UNLINK, off the request path. One reclaim per prefix
+// runs at a time; a bump during one has it run once more when done (the
+// running SCAN may have passed keys written before that bump). Close stops
+// it; keys left behind expire with their TTL.
+func (c *Cache) reclaim(cl *universal, prefix string) {
+	c.reclaimMu.Lock()
+	defer c.reclaimMu.Unlock()
+	if c.life.Err() != nil {
+		return
+	}
+	if _, running := c.reclaims[prefix]; running {
+		c.reclaims[prefix] = true
+		return
+	}
+	c.reclaims[prefix] = false
+	c.reclaimWG.Add(1)
+	go func() {
+		defer c.reclaimWG.Done()
+		for {
+			_, err := purge.All(c.life, cl.UniversalClient, c.space.PrefixPattern(prefix), purge.Options{})
+			if err != nil && c.life.Err() == nil {
+				c.warn("cache: deleting invalidated keys failed; they expire with their TTL", "prefix", prefix, "err", err)
+			}
+			c.reclaimMu.Lock()
+			again := c.reclaims[prefix] && c.life.Err() == nil
+			if !again {
+				delete(c.reclaims, prefix)
+				c.reclaimMu.Unlock()
+				return
+			}
+			c.reclaims[prefix] = false
+			c.reclaimMu.Unlock()
+		}
+	}()
 }
 
 // flightGroup runs one load per key at a time. Unlike x/sync/singleflight,

@@ -265,17 +265,38 @@ func TestInvalidateOnWrite(t *testing.T) {
 		t.Error("a failed write invalidated the prefix")
 	}
 
-	// A cancelled context after the write must not leave stale entries.
+	// The write's invalidation is visible when it returns; the keys
+	// themselves go in the background.
+	if r, err := update(ctx, false); err != nil || r != "ok" {
+		t.Fatalf("write = %q, %v", r, err)
+	}
+	for k, want := range map[string]bool{"users:1": false, "users:2": false, "usersx:1": true, "orders:1": true} {
+		if hit(c, k) != want {
+			t.Errorf("right after the write, Get(%s) hit = %v, want %v", k, !want, want)
+		}
+	}
+	waitFor(t, 5*time.Second, "the invalidated keys to be deleted", func() bool {
+		n, _ := c.Exists(ctx, "users:1")
+		m, _ := c.Exists(ctx, "users:2")
+		return !n && !m
+	})
+	for _, k := range []string{"usersx:1", "orders:1"} {
+		if ok, _ := c.Exists(ctx, k); !ok {
+			t.Errorf("%s was deleted by the invalidation of users", k)
+		}
+	}
+
+	// A context cancelled after the write must not leave stale entries: the
+	// invalidation goes on without the caller.
+	if err := c.Set(ctx, "users:3", 3, 0); err != nil {
+		t.Fatal(err)
+	}
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
 	if r, err := update(cctx, false); err != nil || r != "ok" {
 		t.Fatalf("write = %q, %v", r, err)
 	}
-	for k, want := range map[string]bool{"users:1": false, "users:2": false, "usersx:1": true, "orders:1": true} {
-		if ok, _ := c.Exists(ctx, k); ok != want {
-			t.Errorf("after the write, %s exists = %v, want %v", k, ok, want)
-		}
-	}
+	waitFor(t, 5*time.Second, "users:3 to be invalidated", func() bool { return !hit(c, "users:3") })
 }
 
 // A load that read its source before a write must not be cached once the

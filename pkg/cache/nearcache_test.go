@@ -335,7 +335,7 @@ func TestNearCacheBoundedMemory(t *testing.T) {
 			rc := rawClient(t)
 			pipe := rc.Pipeline()
 			space := keyspace.New(testPrefix(t))
-			entry := keyspace.AppendEntry(nil, 0, []byte(`"`+value+`"`))
+			entry := keyspace.AppendEntry(nil, 1<<60, []byte(`"`+value+`"`)) // above any generation yet
 			for i := range 3000 {
 				pipe.Set(ctx, space.DataKey(fmt.Sprint("k:", i)), entry, time.Hour)
 			}

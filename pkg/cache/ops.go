@@ -23,6 +23,9 @@ func (c *Cache) Get(ctx context.Context, key string, dst any) (bool, error) {
 
 // get is Get of a key whose prefix state the caller has looked up.
 func (c *Cache) get(ctx context.Context, st *prefixState, key string, dst any) (bool, error) {
+	if err := c.generationsKnown(ctx, st, "get", key); err != nil {
+		return false, err
+	}
 	payload, local, found, err := c.read(ctx, st, key)
 	if !found {
 		return false, err
@@ -47,6 +50,9 @@ func (c *Cache) get(ctx context.Context, st *prefixState, key string, dst any) (
 // getEntry returns key's payload. It counts misses and errors; the caller
 // counts the hit once the payload has proven usable.
 func (c *Cache) getEntry(ctx context.Context, st *prefixState, key string) (payload []byte, found bool, err error) {
+	if err := c.generationsKnown(ctx, st, "get", key); err != nil {
+		return nil, false, err
+	}
 	cl := c.client.Load()
 	if cl == nil {
 		st.errors.Add(1)
@@ -87,6 +93,26 @@ func (c *Cache) usableEntry(st *prefixState, key string, b []byte) (gen int64, p
 	return gen, payload, true
 }
 
+// generationsKnown makes sure the generations are known before an entry of
+// st's prefix is served or written (knowGenerations): an entry is never
+// judged against a generation this process has not read. Its cost on the hot
+// path is two atomic loads.
+func (c *Cache) generationsKnown(ctx context.Context, st *prefixState, op, key string) error {
+	if c.cfg.PolicyRefresh < 0 || c.genLoaded.Load() >= c.genEpoch.Load() {
+		return nil
+	}
+	cl := c.client.Load()
+	if cl == nil {
+		st.errors.Add(1)
+		return c.unavailable()
+	}
+	if err := c.knowGenerations(ctx, cl); err != nil {
+		c.countError(ctx, st)
+		return opError(op, key, err)
+	}
+	return nil
+}
+
 // countError counts an error unless it is the caller's own cancellation.
 func (c *Cache) countError(ctx context.Context, st *prefixState) {
 	if ctx.Err() == nil {
@@ -103,6 +129,9 @@ func (c *Cache) Set(ctx context.Context, key string, value any, ttl time.Duratio
 		return err
 	}
 	st := c.state(keyspace.PrefixOf(key))
+	if err := c.generationsKnown(ctx, st, "set", key); err != nil {
+		return err
+	}
 	return c.set(ctx, st, key, st.gen.Load(), value, ttl)
 }
 
@@ -241,10 +270,23 @@ func (c *Cache) TTL(ctx context.Context, key string) (time.Duration, error) {
 // deleted. It walks the keyspace with SCAN and UNLINKs in batches, so it does
 // not block Redis, but its time grows with the whole database, not just the
 // matches; each round trip is bounded by SocketTimeout, the whole call only by
-// ctx. With an empty KeyPrefix a pattern such as "*" also matches the control
-// keys of a CachePolicy (they start with "{cacheplane:").
+// ctx. When Redis fails it returns at once, after one SocketTimeout at most.
+//
+// A pattern that names a whole prefix, "prefix:*" with no glob characters in
+// prefix, first bumps the prefix's generation as InvalidatePrefix does, so
+// the invalidation is visible in every process before the SCAN starts, even
+// if the SCAN then fails; other patterns are only as visible as the SCAN has
+// got. (InvalidatePrefix skips the wait for the SCAN.) With an empty
+// KeyPrefix a pattern such as "*" also matches the control keys of a
+// CachePolicy (they start with "{cacheplane:").
 func (c *Cache) Invalidate(ctx context.Context, pattern string) (int64, error) {
-	st := c.state(statsPrefixOfPattern(pattern))
+	prefix, whole := wholePrefix(pattern)
+	var st *prefixState
+	if whole {
+		st = c.addState(prefix, true) // its own generation, not otherPrefix's
+	} else {
+		st = c.state(statsPrefixOfPattern(pattern))
+	}
 	cl := c.client.Load()
 	if cl == nil {
 		st.errors.Add(1)
@@ -256,53 +298,99 @@ func (c *Cache) Invalidate(ctx context.Context, pattern string) (int64, error) {
 	} else {
 		st.invalidations.Add(1)
 	}
+	if whole && c.cfg.PolicyRefresh >= 0 {
+		octx, cancel := c.opCtx(ctx)
+		err := c.bump(octx, cl, st, false) // the SCAN below deletes the keys
+		cancel()
+		if err != nil {
+			c.countError(ctx, st)
+			if isRedisFailure(err) {
+				// The SCAN would wait out another timeout.
+				c.nearDropAll()
+				return 0, opError("invalidate", pattern, err)
+			}
+			// Refused (a user without EVAL, say): the SCAN still works.
+			c.warn("cache: cannot bump the generation; invalidating by SCAN alone", "prefix", prefix, "err", err)
+		}
+	}
 	n, err := purge.All(ctx, cl.UniversalClient, c.space.Pattern(pattern), purge.Options{})
-	c.nearSync(ctx) // read-your-invalidation in this process, even after a partial purge
 	if err != nil {
+		// Read-your-invalidation in this process even after a partial purge,
+		// without a barrier: Redis just failed, and the barrier would wait
+		// out a second timeout (one deadline per call).
+		c.nearDropAll()
 		c.countError(ctx, st)
 		return n, opError("invalidate", pattern, err)
 	}
+	c.nearSync(ctx) // read-your-invalidation in this process
 	return n, nil
 }
 
-// invalidationSeq changes whenever an Invalidate or Delete that may reach
-// keys of st's prefix starts in this process. A loader's result is written
-// back only if it has not changed since before the loader read its source
-// (see storeLoaded): a value read before a write must not be cached after the
-// write's invalidation, which would have nothing left to delete. Both
-// counters only rise, so their sum changes exactly when one of them does.
+// wholePrefix reports whether pattern is "prefix:*" for a literal prefix.
+func wholePrefix(pattern string) (string, bool) {
+	prefix, ok := strings.CutSuffix(pattern, keyspace.Separator+"*")
+	if !ok || strings.ContainsAny(prefix, `*?[]\`+keyspace.Separator) {
+		return "", false
+	}
+	return prefix, true
+}
+
+// nearDropAll empties the near-cache, where an invalidation cannot be
+// confirmed with its tracking connection.
+func (c *Cache) nearDropAll() {
+	if n := c.near; n != nil {
+		n.flush()
+	}
+}
+
+// invalidationSeq changes whenever an Invalidate, InvalidatePrefix or Delete
+// that may reach keys of st's prefix starts in this process. A loader's
+// result is written back only if it has not changed since before the loader
+// read its source (see storeLoaded): a value read before a write must not be
+// cached after the write's invalidation, which would have nothing left to
+// delete. Both counters only rise, so their sum changes exactly when one of
+// them does.
 func (c *Cache) invalidationSeq(st *prefixState) int64 {
 	return st.invalidations.Load() + c.globInvalidations.Load()
 }
 
 // storeLoaded writes back payload, read from its source when the prefix had
-// generation gen and invalidationSeq seq, unless an invalidation started
-// since.
+// generation gen and invalidationSeq seq, unless it has been invalidated
+// since: in this process (seq), or in any process whose bump this one has
+// learnt of (gen). The entry is tagged with gen, so once every process knows
+// the newer generation it is stale everywhere, even if the SET lands late (a
+// timed-out pipelined SET may). If the invalidation shows up while the SET is
+// on its way, or the SET failed and may still land, what was written is
+// deleted again. One SocketTimeout bounds the whole call.
 func (c *Cache) storeLoaded(ctx context.Context, st *prefixState, key string, gen, seq int64, payload []byte, ttl time.Duration) error {
-	if c.invalidationSeq(st) != seq {
+	if c.invalidated(st, gen, seq) {
 		return nil
 	}
-	if err := c.setEntry(ctx, st, key, gen, payload, ttl); err != nil {
+	octx, cancel := c.opCtx(ctx)
+	defer cancel()
+	err := c.setEntry(octx, st, key, gen, payload, ttl)
+	if !c.invalidated(st, gen, seq) {
+		// Any later invalidation starts after the SET landed (or failed),
+		// so its SCAN or UNLINK finds the entry, and its bump covers it.
 		return err
-	}
-	if c.invalidationSeq(st) == seq {
-		// Any later invalidation starts after the SET landed, so its SCAN
-		// or UNLINK finds the entry.
-		return nil
 	}
 	// One started while the SET was on its way: its SCAN may have passed
 	// the key before the SET landed. Delete what this call wrote.
 	if cl := c.client.Load(); cl != nil {
-		octx, cancel := c.opCtx(ctx)
-		err := cl.Unlink(octx, c.space.DataKey(key)).Err()
-		cancel()
+		uerr := cl.Unlink(octx, c.space.DataKey(key)).Err()
 		c.nearEvict(key)
-		if err != nil {
+		if uerr != nil && err == nil {
 			c.countError(ctx, st)
-			return opError("delete", key, err)
+			return opError("delete", key, uerr)
 		}
 	}
-	return nil
+	return err
+}
+
+// invalidated reports whether st's prefix has been invalidated since it had
+// generation gen and invalidationSeq seq.
+func (c *Cache) invalidated(st *prefixState, gen, seq int64) bool {
+	return c.invalidationSeq(st) != seq || st.gen.Load() > gen
 }
 
 // statsPrefixOfPattern attributes an Invalidate to the prefix its pattern

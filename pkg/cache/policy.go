@@ -3,6 +3,7 @@ package cache
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"sync"
 	"time"
@@ -13,24 +14,47 @@ import (
 )
 
 // The policy of the KeyPrefix lives in the hash keyspace.Space.PolicyKey,
-// written by the operator. The cache reads it at Connect, re-reads it when an
-// event on EventsChannel says so (or the subscription reconnects, as events
-// may have been missed), and every PolicyRefresh as a fallback.
+// written by the operator; the generations of its prefixes in
+// keyspace.Space.GenKey, bumped by the operator's runs and by this package's
+// own invalidations (see keyspace/gen.go and docs/generations.md). The cache
+// reads both at Connect, re-reads them when an event on EventsChannel says so
+// (or the subscription reconnects, as events may have been missed), and every
+// PolicyRefresh as a fallback; an invalidated event carries the new
+// generation itself.
 //
 // Generations only rise here, whatever the hash says: an entry that was stale
 // once must never be served again, even if the hash is deleted or rewritten.
+// And no entry is served before the generations are known: until a read of
+// the hash has succeeded, and again after the events subscription was lost
+// (events may have been missed), the first read loads them (knowGenerations).
 
-// refreshPolicy reads the policy hash and applies it.
+// refreshPolicy reads the policy and the generations, in one round trip, and
+// applies them. The generations script creates the hash's base if it is
+// missing, so a lost hash turns every older entry stale.
 func (c *Cache) refreshPolicy(ctx context.Context, cl redis.UniversalClient) error {
 	// Serialised, so a slow read cannot overwrite the TTLs of a newer one.
 	c.policyMu.Lock()
 	defer c.policyMu.Unlock()
+	epoch := c.genEpoch.Load() // before the read: see knowGenerations
 	octx, cancel := c.opCtx(ctx)
-	fields, err := cl.HGetAll(octx, c.space.PolicyKey()).Result()
+	var (
+		pol *redis.MapStringStringCmd
+		gen *redis.Cmd
+	)
+	_, err := cl.Pipelined(octx, func(p redis.Pipeliner) error {
+		pol = p.HGetAll(octx, c.space.PolicyKey())
+		gen = c.space.EnsureGenerations(octx, p)
+		return nil
+	})
 	cancel()
 	if err != nil {
 		return err
 	}
+	gens, err := keyspace.ParseGenerations(gen)
+	if err != nil {
+		return err
+	}
+	fields := pol.Val()
 	for prefix, raw := range fields {
 		p, err := keyspace.ParsePrefixPolicy(raw)
 		if err != nil {
@@ -38,7 +62,6 @@ func (c *Cache) refreshPolicy(ctx context.Context, cl redis.UniversalClient) err
 			continue
 		}
 		st := c.addState(prefix, true)
-		raiseGeneration(st, p.Generation)
 		st.ttl.Store(int64(max(p.TTL(), 0)))
 		st.near.Store(nearChoice(p.NearCache))
 	}
@@ -48,7 +71,80 @@ func (c *Cache) refreshPolicy(ctx context.Context, cl redis.UniversalClient) err
 			st.near.Store(nearUnset)
 		}
 	}
+	c.applyGenerations(gens)
+	c.genLoaded.Store(max(c.genLoaded.Load(), epoch)) // policyMu serialises the writers
+	c.reassertGenerations(ctx, cl, gens)
 	return nil
+}
+
+// reassertGenerations writes back the generations this process knows to be
+// higher than the hash's: the hash lost a bump (a failover before it was
+// replicated; a hash recreated on a server whose clock is behind). Every
+// process that read the older hash raises its own generations at once.
+func (c *Cache) reassertGenerations(ctx context.Context, cl redis.UniversalClient, gens keyspace.Generations) {
+	var floor map[string]int64
+	for name, st := range *c.states.Load() {
+		if g := st.gen.Load(); g > gens.Of(name) && name != otherPrefix {
+			if floor == nil {
+				floor = map[string]int64{}
+			}
+			floor[name] = g
+		}
+	}
+	if floor == nil {
+		return
+	}
+	octx, cancel := c.opCtx(ctx)
+	defer cancel()
+	if _, err := c.space.RaiseGenerations(octx, cl, floor); err != nil && ctx.Err() == nil {
+		c.warn("cache: cannot restore generations the hash lost", "err", err)
+	}
+}
+
+// knowGenerations returns once the generations have been read since the
+// cache started, or since it last lost the events subscription (an event may
+// have been missed); the first caller reads them, concurrent callers share
+// its read, each waiting at most as its ctx and SocketTimeout allow. An error
+// is a Redis failure: the caller fails open.
+func (c *Cache) knowGenerations(ctx context.Context, cl *universal) error {
+	if c.cfg.PolicyRefresh < 0 || c.genLoaded.Load() >= c.genEpoch.Load() {
+		return nil
+	}
+	c.genMu.Lock()
+	call := c.genCall
+	if call == nil {
+		call = &genCall{done: make(chan struct{})}
+		c.genCall = call
+		go func() {
+			// The caller's values, not its cancellation: others share the read.
+			lctx, cancel := c.opCtx(context.WithoutCancel(ctx))
+			call.err = c.refreshPolicy(lctx, cl)
+			cancel()
+			c.genMu.Lock()
+			c.genCall = nil
+			c.genMu.Unlock()
+			close(call.done)
+		}()
+	}
+	c.genMu.Unlock()
+	octx, cancel := c.opCtx(ctx)
+	defer cancel()
+	select {
+	case <-call.done:
+		if call.err != nil {
+			return fmt.Errorf("read generations: %w", call.err)
+		}
+		return nil
+	case <-octx.Done():
+		return octx.Err()
+	}
+}
+
+// genCall is a read of the generations shared by the callers of
+// knowGenerations.
+type genCall struct {
+	done chan struct{}
+	err  error
 }
 
 func (c *Cache) refreshPolicyLogged(ctx context.Context, cl redis.UniversalClient) {
@@ -143,6 +239,7 @@ func (c *Cache) subscribe(ctx context.Context, cl redis.UniversalClient) {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
 				if pinged {
+					c.genEpoch.Add(1) // events may be lost: see knowGenerations
 					cur, pinged = open(), false
 				} else if cur.Ping(ctx) == nil {
 					pinged = true
@@ -151,6 +248,9 @@ func (c *Cache) subscribe(ctx context.Context, cl redis.UniversalClient) {
 			}
 			// go-redis reconnects on the next receive; wait a little first
 			// so a down server is not hammered.
+			if backoff == 0 {
+				c.genEpoch.Add(1) // events may be lost: see knowGenerations
+			}
 			backoff = min(max(2*backoff, 50*time.Millisecond), time.Second)
 			select {
 			case <-ctx.Done():

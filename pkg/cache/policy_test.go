@@ -22,12 +22,45 @@ func newOperator(t *testing.T, keyPrefix string) *operator {
 	return &operator{t: t, rc: rawClient(t), space: keyspace.New(keyPrefix)}
 }
 
-func (o *operator) setPolicy(prefix string, ttl time.Duration, gen int64) {
+// setPolicy writes prefix's TTL into the policy hash; gen > 0 also raises its
+// generation by gen in the generations hash, quietly (no event), and
+// returns the new generation (otherwise the current one).
+func (o *operator) setPolicy(prefix string, ttl time.Duration, gen int64) int64 {
 	o.t.Helper()
-	p := keyspace.PrefixPolicy{TTLMillis: ttl.Milliseconds(), Generation: gen}
+	p := keyspace.PrefixPolicy{TTLMillis: ttl.Milliseconds()}
 	if err := o.rc.HSet(context.Background(), o.space.PolicyKey(), prefix, p.Marshal()).Err(); err != nil {
 		o.t.Fatal(err)
 	}
+	cur := o.generation(prefix)
+	if gen <= 0 {
+		return cur
+	}
+	if err := o.rc.HSet(context.Background(), o.space.GenKey(), prefix, cur+gen).Err(); err != nil {
+		o.t.Fatal(err)
+	}
+	return cur + gen
+}
+
+// generation returns prefix's generation in the generations hash (creating
+// its base if need be, as a Cache would).
+func (o *operator) generation(prefix string) int64 {
+	o.t.Helper()
+	g, err := keyspace.ParseGenerations(o.space.EnsureGenerations(context.Background(), o.rc))
+	if err != nil {
+		o.t.Fatal(err)
+	}
+	return g.Of(prefix)
+}
+
+// bump invalidates prefix as the operator's runs do (the script publishes
+// the new generation) and returns the new generation.
+func (o *operator) bump(prefix string) int64 {
+	o.t.Helper()
+	g, err := o.space.BumpGenerations(context.Background(), o.rc, []string{prefix}, nil)
+	if err != nil {
+		o.t.Fatal(err)
+	}
+	return g[prefix]
 }
 
 // setPolicyEntry writes one prefix's policy field as the controller does.
@@ -38,8 +71,15 @@ func (o *operator) setPolicyEntry(prefix string, p keyspace.PrefixPolicy) {
 	}
 }
 
+// publish publishes ev; an invalidated event is made a real bump of its
+// prefix (its Generation is ignored), as generations come from the server's
+// clock.
 func (o *operator) publish(ev keyspace.Event) {
 	o.t.Helper()
+	if ev.Type == keyspace.EventInvalidated {
+		o.bump(ev.Prefix)
+		return
+	}
 	if err := o.rc.Publish(context.Background(), o.space.EventsChannel(), ev.Marshal()).Err(); err != nil {
 		o.t.Fatal(err)
 	}
@@ -122,7 +162,7 @@ func TestPolicyEvents(t *testing.T) {
 		t.Fatal("entries missing before the invalidation")
 	}
 	start := time.Now()
-	op.publish(keyspace.Event{Type: keyspace.EventInvalidated, Prefix: "user", Generation: 1})
+	bumped := op.bump("user")
 	waitFor(t, 5*time.Second, "user:1 to turn stale", func() bool { return !hit(c, "user:1") })
 	t.Logf("invalidation visible after %v", time.Since(start))
 	if !hit(c, "order:1") {
@@ -132,8 +172,8 @@ func TestPolicyEvents(t *testing.T) {
 		t.Error("the stale entry was deleted; generations should make deleting unnecessary")
 	}
 	_ = c.Set(ctx, "user:1", "new", 0)
-	if gen := op.storedGeneration("user:1"); gen != 1 {
-		t.Errorf("new entry has generation %d, want 1", gen)
+	if gen := op.storedGeneration("user:1"); gen != bumped {
+		t.Errorf("new entry has generation %d, want %d", gen, bumped)
 	}
 	var v string
 	if found, _ := c.Get(ctx, "user:1", &v); !found || v != "new" {
@@ -142,13 +182,20 @@ func TestPolicyEvents(t *testing.T) {
 
 	// Generations never go back, even if the hash does.
 	op.setPolicy("user", 0, 0)
+	if err := op.rc.HSet(ctx, op.space.GenKey(), "user", 1).Err(); err != nil {
+		t.Fatal(err)
+	}
 	op.publish(keyspace.Event{Type: keyspace.EventPolicyChanged})
 	waitFor(t, 5*time.Second, "the TTL to fall back to DefaultTTL", func() bool {
 		_ = c.Set(ctx, "user:probe2", 1, 0)
 		return ttlOf(t, c, "user:probe2") <= time.Minute
 	})
-	if gen := op.storedGeneration("user:probe2"); gen != 1 {
-		t.Errorf("generation went back to %d", gen)
+	if gen := op.storedGeneration("user:probe2"); gen != bumped {
+		t.Errorf("generation went from %d to %d", bumped, gen)
+	}
+	// And the cache restores what the hash lost, for every other process.
+	if gen := op.generation("user"); gen != bumped {
+		t.Errorf("generations hash holds %d for user after the re-read, want %d restored", gen, bumped)
 	}
 }
 
@@ -162,14 +209,14 @@ func TestPolicyFallbackRefresh(t *testing.T) {
 		t.Fatal(err)
 	}
 	// No events: only the periodic re-read can carry these.
-	op.setPolicy("user", 3*time.Hour, 4)
+	gen := op.setPolicy("user", 3*time.Hour, 4)
 	waitFor(t, 5*time.Second, "the re-read to invalidate user:1", func() bool { return !hit(c, "user:1") })
 	_ = c.Set(ctx, "user:2", 2, 0)
 	if d := ttlOf(t, c, "user:2"); d <= 179*time.Minute {
 		t.Errorf("TTL after the re-read = %v, want 3h", d)
 	}
-	if gen := op.storedGeneration("user:2"); gen != 4 {
-		t.Errorf("generation %d, want 4", gen)
+	if got := op.storedGeneration("user:2"); got != gen {
+		t.Errorf("generation %d, want %d", got, gen)
 	}
 }
 

@@ -116,7 +116,9 @@ type prefixState struct {
 	// Cache.flushMu.
 	flushedHits, flushedMisses, flushedErrors int64
 
-	gen atomic.Int64 // entries of older generations are stale
+	// gen is the highest generation of the prefix seen in this process
+	// (see policy.go); entries of older generations are stale. It only rises.
+	gen atomic.Int64
 	ttl atomic.Int64 // policy TTL in nanoseconds; 0 = none
 	// near is the policy's near-cache choice for the prefix: nearUnset,
 	// nearOn or nearOff.
@@ -132,6 +134,10 @@ type prefixState struct {
 type prefixes struct {
 	states   atomic.Pointer[map[string]*prefixState]
 	statesMu sync.Mutex
+	// base is the generation of a prefix without one of its own in the
+	// generations hash (keyspace.GenBaseField): new states start at it.
+	// Written under statesMu, so that no state misses a raise.
+	base atomic.Int64
 }
 
 func (p *prefixes) init() {
@@ -153,6 +159,10 @@ func (p *prefixes) state(prefix string) *prefixState {
 func (p *prefixes) addState(prefix string, force bool) *prefixState {
 	p.statesMu.Lock()
 	defer p.statesMu.Unlock()
+	return p.addStateLocked(prefix, force)
+}
+
+func (p *prefixes) addStateLocked(prefix string, force bool) *prefixState {
 	old := *p.states.Load()
 	if st, ok := old[prefix]; ok {
 		return st
@@ -165,6 +175,7 @@ func (p *prefixes) addState(prefix string, force bool) *prefixState {
 	}
 	// Cloned: prefix may be a substring of a large key.
 	st := &prefixState{name: strings.Clone(prefix), label: labelValue(prefix)}
+	st.gen.Store(p.base.Load())
 	m := make(map[string]*prefixState, len(old)+1)
 	maps.Copy(m, old)
 	m[st.name] = st
@@ -173,22 +184,57 @@ func (p *prefixes) addState(prefix string, force bool) *prefixState {
 }
 
 // flushStats adds the counters since the last flush to the stats hashes, in
-// one pipelined round trip. Deltas that were not stored stay for the next one.
+// one round trip, at most once: each batch carries the process's ID and a
+// sequence number, and the script applies a batch only if Redis has not seen
+// its number (keyspace.FlushStatsLua). A batch whose reply was lost (a timeout
+// after Redis ran it, say) is re-sent as it was, so it is a no-op if it
+// landed; only then are newer counts sent, as the next batch.
 func (c *Cache) flushStats(ctx context.Context, cl redis.UniversalClient) error {
 	c.flushMu.Lock()
 	defer c.flushMu.Unlock()
-
-	// Each HINCRBY remembers which flushed counter it advances, so that a
-	// partly failed pipeline re-sends exactly what did not land.
-	type update struct {
-		cmd     *redis.IntCmd
-		flushed *int64
-		value   int64
+	for {
+		resend := c.pendingFlush != nil
+		if !resend {
+			c.pendingFlush = c.nextFlush()
+			if c.pendingFlush == nil {
+				return nil
+			}
+		}
+		b := c.pendingFlush
+		octx, cancel := c.opCtx(ctx)
+		_, err := c.space.FlushStats(octx, cl, c.pid, b.seq, b.incs)
+		cancel()
+		if err != nil {
+			return err // kept for the next flush, unchanged
+		}
+		for _, a := range b.acks {
+			*a.flushed = a.value
+		}
+		c.pendingFlush = nil
+		if !resend {
+			return nil
+		}
 	}
-	var updates []update
-	pipe := cl.Pipeline()
+}
+
+// flushBatch is one stats flush: the increments, and the flushed counters
+// they advance once Redis has them.
+type flushBatch struct {
+	seq  int64
+	incs []keyspace.StatsIncrement
+	acks []flushAck
+}
+
+type flushAck struct {
+	flushed *int64
+	value   int64
+}
+
+// nextFlush builds the batch of the counts since the last flush; nil when
+// there are none. Guarded by flushMu.
+func (c *Cache) nextFlush() *flushBatch {
+	b := &flushBatch{}
 	for _, st := range *c.states.Load() {
-		key := c.space.StatsKey(st.name)
 		for _, f := range [...]struct {
 			field   string
 			value   int64
@@ -199,20 +245,32 @@ func (c *Cache) flushStats(ctx context.Context, cl redis.UniversalClient) error 
 			{keyspace.FieldErrors, st.errors.Load(), &st.flushedErrors},
 		} {
 			if delta := f.value - *f.flushed; delta != 0 {
-				updates = append(updates, update{pipe.HIncrBy(ctx, key, f.field, delta), f.flushed, f.value})
+				b.incs = append(b.incs, keyspace.StatsIncrement{Prefix: st.name, Field: f.field, Delta: delta})
+				b.acks = append(b.acks, flushAck{f.flushed, f.value})
 			}
 		}
 	}
-	if len(updates) == 0 {
+	if len(b.incs) == 0 {
 		return nil
 	}
-	octx, cancel := c.opCtx(ctx)
-	defer cancel()
-	_, err := pipe.Exec(octx)
-	for _, u := range updates {
-		if u.cmd.Err() == nil {
-			*u.flushed = u.value
-		}
+	c.flushSeq++
+	b.seq = c.flushSeq
+	return b
+}
+
+// applyGenerations raises every state to what the generations hash says,
+// giving each prefix named there a state of its own: its generation must not
+// be shared with otherPrefix's.
+func (p *prefixes) applyGenerations(g keyspace.Generations) {
+	p.statesMu.Lock()
+	defer p.statesMu.Unlock()
+	if g.Base > p.base.Load() {
+		p.base.Store(g.Base)
 	}
-	return err
+	for name := range g.Prefixes {
+		p.addStateLocked(name, true)
+	}
+	for name, st := range *p.states.Load() {
+		raiseGeneration(st, g.Of(name))
+	}
 }

@@ -50,16 +50,25 @@ func newTopoOperator(t *testing.T, rc redis.UniversalClient, keyPrefix string) *
 	return &topoOperator{t: t, rc: rc, space: keyspace.New(keyPrefix)}
 }
 
-func (r *topoOperator) setPolicy(prefix string, ttl time.Duration, gen int64) {
+func (r *topoOperator) setPolicy(prefix string, ttl time.Duration) {
 	r.t.Helper()
-	p := keyspace.PrefixPolicy{TTLMillis: ttl.Milliseconds(), Generation: gen}
+	p := keyspace.PrefixPolicy{TTLMillis: ttl.Milliseconds()}
 	if err := r.rc.HSet(context.Background(), r.space.PolicyKey(), prefix, p.Marshal()).Err(); err != nil {
 		r.t.Fatal(err)
 	}
 }
 
+// publish publishes ev; an invalidated event is made a real bump of its
+// prefix (its Generation is ignored), as generations come from the server's
+// clock.
 func (r *topoOperator) publish(ev keyspace.Event) {
 	r.t.Helper()
+	if ev.Type == keyspace.EventInvalidated {
+		if _, err := r.space.BumpGenerations(context.Background(), r.rc, []string{ev.Prefix}, nil); err != nil {
+			r.t.Fatal(err)
+		}
+		return
+	}
 	if err := r.rc.Publish(context.Background(), r.space.EventsChannel(), ev.Marshal()).Err(); err != nil {
 		r.t.Fatal(err)
 	}
@@ -201,7 +210,7 @@ func exerciseAPI(t *testing.T, c *cache.Cache, r *topoOperator) {
 	// The cache follows the policy: a TTL change and an invalidation,
 	// announced on the events channel.
 	r.waitSubscribed(1)
-	r.setPolicy("pol", time.Hour, 0)
+	r.setPolicy("pol", time.Hour)
 	r.publish(keyspace.Event{Type: keyspace.EventPolicyChanged})
 	waitFor(t, 5*time.Second, "the policy TTL", func() bool {
 		_ = c.Set(ctx, "pol:probe", 1, 0)
