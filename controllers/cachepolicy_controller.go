@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -23,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
 	cachev1alpha1 "github.com/cacheplane/cacheplane/api/v1alpha1"
+	"github.com/cacheplane/cacheplane/internal/keyspace"
 )
 
 // Finalizer holds a policy until its deletionPolicy has been carried out.
@@ -134,6 +136,9 @@ func (r *CachePolicyReconciler) fetch(ctx context.Context, key types.NamespacedN
 // invalidation, and syncs stats. Problems end up in conditions and requeues,
 // not in errors: a policy whose Redis is down is a state, not a failure.
 func (r *CachePolicyReconciler) reconcileNormal(ctx context.Context, s *scope) {
+	if !r.keyPrefixUsable(s) {
+		return
+	}
 	adoptInitialToken(s)
 	if !r.connect(ctx, s) || !r.publishPolicy(ctx, s) {
 		r.runBlocked(s)
@@ -149,8 +154,9 @@ func (r *CachePolicyReconciler) reconcileDelete(ctx context.Context, s *scope) e
 	if !controllerutil.ContainsFinalizer(p, Finalizer) {
 		return nil
 	}
-	done := r.cleanUpRedis(ctx, s)
-	if !done {
+	// A key prefix the API server would refuse today (stored before its rule
+	// existed) may reach another tenant's keys: nothing is purged with it.
+	if r.keyPrefixUsable(s) && !r.cleanUpRedis(ctx, s) {
 		return nil
 	}
 	base := p.DeepCopy()
@@ -205,4 +211,21 @@ func (r *CachePolicyReconciler) now() time.Time {
 		return r.Now()
 	}
 	return time.Now()
+}
+
+// keyPrefixUsable checks spec.keyPrefix with the rule the library and the CRD
+// share. The API server enforces it on every write, but a policy stored
+// before a rule was added (':' became invalid so that prefixes cannot nest)
+// would publish into, and purge, keys of another tenant: it gets Ready=False
+// and touches nothing in Redis.
+func (r *CachePolicyReconciler) keyPrefixUsable(s *scope) bool {
+	err := keyspace.ValidateKeyPrefix(s.policy.Spec.KeyPrefix)
+	if err == nil {
+		return true
+	}
+	s.keyPrefixErr = err
+	if c := meta.FindStatusCondition(s.policy.Status.Conditions, cachev1alpha1.ConditionReady); c == nil || c.Reason != cachev1alpha1.ReasonInvalidKeyPrefix {
+		r.event(s.policy, corev1.EventTypeWarning, cachev1alpha1.ReasonInvalidKeyPrefix, "Validate", err.Error())
+	}
+	return false
 }

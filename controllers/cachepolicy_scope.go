@@ -28,6 +28,8 @@ type scope struct {
 	requeueAfter time.Duration
 	// scheduleErr is why spec.invalidation.schedule cannot be used, if it cannot.
 	scheduleErr error
+	// keyPrefixErr is why spec.keyPrefix must not be used, if it must not.
+	keyPrefixErr error
 	// deleted: the finalizer is gone, nothing more to requeue.
 	deleted bool
 }
@@ -75,6 +77,11 @@ func (s *scope) finish() {
 	st := &s.policy.Status
 	st.ObservedGeneration = s.policy.Generation
 	status, reason, msg := metav1.ConditionTrue, cachev1alpha1.ReasonReconciled, "policy published to Redis"
+	if s.keyPrefixErr != nil {
+		s.setCondition(cachev1alpha1.ConditionReady, metav1.ConditionFalse, cachev1alpha1.ReasonInvalidKeyPrefix,
+			s.keyPrefixErr.Error()+"; this policy touches nothing in Redis: create a new CachePolicy with a valid keyPrefix and delete this one")
+		return
+	}
 	for _, typ := range []string{cachev1alpha1.ConditionRedisConnected, cachev1alpha1.ConditionWatchesResolved} {
 		if c := meta.FindStatusCondition(st.Conditions, typ); c != nil && c.Status != metav1.ConditionTrue {
 			status, reason, msg = metav1.ConditionFalse, c.Reason, c.Message

@@ -3,10 +3,12 @@ package controllers
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -255,5 +257,62 @@ func TestRunFailsWhileRedisDown(t *testing.T) {
 	}
 	if run.Checkpoint == nil || run.Checkpoint.Cursors[0].Cursor != "42" || run.KeysDeleted != 10 {
 		t.Errorf("the failure lost the checkpoint: %+v", run)
+	}
+}
+
+// touchStore fails the test on any Redis operation: a policy whose keyPrefix
+// breaks today's rules must not reach Redis at all.
+type touchStore struct {
+	fakeStore
+	t *testing.T
+}
+
+func (s *touchStore) Ping(context.Context) error {
+	s.t.Error("a policy with an invalid keyPrefix pinged Redis")
+	return nil
+}
+
+// A policy stored before ':' became invalid (the API server refuses it now,
+// so the fake client stands in for etcd holding an old object) is Ready=False
+// with InvalidKeyPrefix and never touches Redis: with keyPrefix "a:b" it
+// would publish into and purge the keys of tenant "a"'s prefix "b".
+func TestLegacyKeyPrefixTouchesNothing(t *testing.T) {
+	for _, deleting := range []bool{false, true} {
+		p := &cachev1alpha1.CachePolicy{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p", Generation: 1, Finalizers: []string{Finalizer}},
+			Spec: cachev1alpha1.CachePolicySpec{
+				Redis:          cachev1alpha1.RedisSpec{URL: "redis://127.0.0.1:1"},
+				KeyPrefix:      "a:b",
+				Prefixes:       []cachev1alpha1.PrefixSpec{{Name: "users"}},
+				DeletionPolicy: cachev1alpha1.DeletionPolicyPurge,
+			},
+		}
+		if deleting {
+			now := metav1.Now()
+			p.DeletionTimestamp = &now
+		}
+		r, c, req := fakeReconciler(&touchStore{t: t}, p)
+		if _, err := r.Reconcile(context.Background(), req); err != nil {
+			t.Fatal(err)
+		}
+		got := &cachev1alpha1.CachePolicy{}
+		err := c.Get(context.Background(), req.NamespacedName, got)
+		if deleting {
+			// Let go without purging: the finalizer is removed, the object gone.
+			if err == nil && len(got.Finalizers) > 0 {
+				t.Errorf("deleting a policy with an invalid keyPrefix kept its finalizer %v", got.Finalizers)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		ready := meta.FindStatusCondition(got.Status.Conditions, cachev1alpha1.ConditionReady)
+		if ready == nil || ready.Status != metav1.ConditionFalse || ready.Reason != cachev1alpha1.ReasonInvalidKeyPrefix {
+			t.Fatalf("Ready = %+v, want False/%s", ready, cachev1alpha1.ReasonInvalidKeyPrefix)
+		}
+		if !strings.Contains(ready.Message, "':'") && !strings.Contains(ready.Message, ":") {
+			t.Errorf("Ready's message does not say what is wrong: %q", ready.Message)
+		}
 	}
 }

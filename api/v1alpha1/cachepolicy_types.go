@@ -60,6 +60,11 @@ const (
 	// ReasonTLSFailed: the TLS handshake with Redis failed (wrong CA,
 	// server name, or client certificate).
 	ReasonTLSFailed = "TLSFailed"
+	// ReasonInvalidKeyPrefix: spec.keyPrefix breaks a rule the API server
+	// enforces today (a policy stored before a rule was added, such as ':'
+	// which would let it nest inside another tenant's prefix). The policy
+	// touches nothing in Redis until it is replaced.
+	ReasonInvalidKeyPrefix = "InvalidKeyPrefix"
 )
 
 // InvalidationPhase is the state of an invalidation run.
