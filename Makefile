@@ -61,8 +61,9 @@ bench: ## Run the library benchmarks against a real redis-server.
 ##@ Build
 
 .PHONY: build
-build: ## Build the manager binary.
+build: ## Build the manager and the kubectl plugin (bin/kubectl-cacheplane; put bin/ on PATH for `kubectl cacheplane`).
 	go build -o $(LOCALBIN)/manager ./cmd/manager
+	go build -o $(LOCALBIN)/kubectl-cacheplane ./cmd/kubectl-cacheplane
 
 .PHONY: run
 run: ## Run the manager against the cluster in $KUBECONFIG.

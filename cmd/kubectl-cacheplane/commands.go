@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/duration"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -163,13 +165,17 @@ func startRun(ctx context.Context, cl client.Client, key types.NamespacedName, t
 // waitForRun polls the policy until the token run completes (nil), an attempt
 // fails (an error) or timeout passes (errTimeout).
 func waitForRun(ctx context.Context, cl client.Client, key types.NamespacedName, token string, timeout time.Duration, out io.Writer) error {
-	var run *cachev1alpha1.InvalidationStatus
+	var (
+		run   *cachev1alpha1.InvalidationStatus
+		ready *metav1.Condition
+	)
 	err := wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
 		p := &cachev1alpha1.CachePolicy{}
 		if err := cl.Get(ctx, key, p); err != nil {
 			return false, err
 		}
 		run = p.Status.LastInvalidation
+		ready = meta.FindStatusCondition(p.Status.Conditions, cachev1alpha1.ConditionReady)
 		if run == nil || run.Token != token || run.Trigger != cachev1alpha1.TriggerToken {
 			return false, nil
 		}
@@ -187,6 +193,10 @@ func waitForRun(ctx context.Context, cl client.Client, key types.NamespacedName,
 		return nil
 	case wait.Interrupted(err) && ctx.Err() == nil:
 		where := "not started yet"
+		if ready != nil && ready.Status != metav1.ConditionTrue {
+			// A run cannot start while Redis is unreachable; it starts when Redis is back.
+			where += fmt.Sprintf("; Ready=%s %s: %s", ready.Status, ready.Reason, ready.Message)
+		}
 		if run != nil && run.Token == token {
 			where = fmt.Sprintf("phase %s, %d keys deleted so far", run.Phase, run.KeysDeleted)
 		}
