@@ -41,6 +41,8 @@ vet: ## Run go vet.
 test: ## Run every test with -race against a real redis-server and a real API server (envtest).
 	@echo "==> making sure redis-server is installed"
 	@hack/ensure-redis.sh
+	@echo "==> making sure prometheus and promtool are installed"
+	@hack/ensure-prometheus.sh
 	@echo "==> finding or building envtest binaries (kube-apiserver, etcd, kubectl)"
 	@assets="$$(hack/envtest.sh)"; echo "    KUBEBUILDER_ASSETS=$$assets"; \
 	  echo "==> go vet"; go vet ./...; \
@@ -78,8 +80,9 @@ docker-push: ## Push the manager image $(IMG).
 	docker push $(IMG)
 
 .PHONY: demo
-demo: ## Local control plane + Redis + manager + sample policy + workload; Ctrl-C cleans up.
+demo: ## Local control plane + Redis + manager + sample policy + workload; Ctrl-C cleans up. DEMO_FLAGS=--prometheus adds a Prometheus.
 	@hack/ensure-redis.sh
+	@if [[ " $(DEMO_FLAGS) " == *" --prometheus"* ]]; then hack/ensure-prometheus.sh; fi
 	@assets="$$(hack/envtest.sh)"; KUBEBUILDER_ASSETS="$$assets" go run ./hack/demo $(DEMO_FLAGS)
 
 ##@ Deployment
