@@ -169,9 +169,14 @@ func waitForRun(ctx context.Context, cl client.Client, key types.NamespacedName,
 		run   *cachev1alpha1.InvalidationStatus
 		ready *metav1.Condition
 	)
-	err := wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
+	err := wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, timeout, true, func(context.Context) (bool, error) {
+		// Each read has its own deadline, not --timeout's: a read cut short
+		// by --timeout would be reported as an error (exit 1), not as a
+		// timeout (exit 2); the poll checks --timeout between reads.
+		gctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
 		p := &cachev1alpha1.CachePolicy{}
-		if err := cl.Get(ctx, key, p); err != nil {
+		if err := cl.Get(gctx, key, p); err != nil {
 			return false, err
 		}
 		run = p.Status.LastInvalidation
