@@ -83,6 +83,8 @@ test: ## Run every test with -race against a real redis-server and a real API se
 	@$(MAKE) --no-print-directory helm
 	@echo "==> making sure redis-server is installed"
 	@hack/ensure-redis.sh
+	@echo "==> making sure prometheus and promtool are installed"
+	@hack/ensure-prometheus.sh
 	@echo "==> finding or building envtest binaries (kube-apiserver, etcd, kubectl)"
 	@assets="$$(hack/envtest.sh)"; echo "    KUBEBUILDER_ASSETS=$$assets"; \
 	  echo "==> go vet"; go vet ./...; \
@@ -103,8 +105,9 @@ bench: ## Run the library benchmarks against a real redis-server.
 ##@ Build
 
 .PHONY: build
-build: ## Build the manager binary.
+build: ## Build the manager and the kubectl plugin (bin/kubectl-cacheplane; put bin/ on PATH for `kubectl cacheplane`).
 	go build -o $(LOCALBIN)/manager ./cmd/manager
+	go build -o $(LOCALBIN)/kubectl-cacheplane ./cmd/kubectl-cacheplane
 
 .PHONY: build-installer
 build-installer: manifests generate kustomize ## Write dist/install.yaml (or INSTALLER=path): CRDs, RBAC, the manager running IMG, metrics Service.
@@ -133,8 +136,9 @@ docker-push: ## Push the manager image $(IMG).
 	docker push $(IMG)
 
 .PHONY: demo
-demo: ## Local control plane + Redis + manager + sample policy + workload; Ctrl-C cleans up.
+demo: ## Local control plane + Redis + manager + sample policy + workload; Ctrl-C cleans up. DEMO_FLAGS=--prometheus adds a Prometheus.
 	@hack/ensure-redis.sh
+	@if [[ " $(DEMO_FLAGS) " == *" --prometheus"* ]]; then hack/ensure-prometheus.sh; fi
 	@assets="$$(hack/envtest.sh)"; KUBEBUILDER_ASSETS="$$assets" go run ./hack/demo $(DEMO_FLAGS)
 
 ##@ Deployment

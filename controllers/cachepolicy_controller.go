@@ -69,6 +69,7 @@ func (r *CachePolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		if apierrors.IsNotFound(err) {
 			r.stores.forget(req.NamespacedName)
 			r.written.Delete(req.NamespacedName)
+			metricPolicies.forget(req.NamespacedName)
 			return ctrl.Result{}, nil
 		}
 		return ctrl.Result{}, err
@@ -99,6 +100,11 @@ func (r *CachePolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 			}
 		}
 		result = s.result()
+		if s.deleted {
+			metricPolicies.forget(req.NamespacedName)
+		} else {
+			metricPolicies.observe(policy)
+		}
 	}()
 
 	if !policy.DeletionTimestamp.IsZero() {

@@ -32,7 +32,7 @@ var (
 )
 
 func init() {
-	metrics.Registry.MustRegister(metricRunsStarted, metricRunsFinished, metricKeysDeleted, metricRunDuration, metricStatsSyncErrors)
+	metrics.Registry.MustRegister(metricRunsStarted, metricRunsFinished, metricKeysDeleted, metricRunDuration, metricStatsSyncErrors, metricPolicies)
 }
 
 // triggerLabel keeps label cardinality bounded: ConfigMap/<name> -> ConfigMap.

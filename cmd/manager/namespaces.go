@@ -1,18 +1,12 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 )
-
-// watchNamespaces is registered here rather than in main so that the flag and
-// the cache options it turns into stay together.
-var watchNamespaces = flag.String("watch-namespaces", "",
-	"Comma-separated namespaces whose CachePolicies (and the ConfigMaps and Secrets they watch) the manager reconciles; empty: all namespaces.")
 
 // cacheOptions turns a --watch-namespaces value into the manager's cache
 // options: an empty list watches every namespace, otherwise only the listed

@@ -37,6 +37,7 @@ import (
 
 	cachev1alpha1 "github.com/cacheplane/cacheplane/api/v1alpha1"
 	"github.com/cacheplane/cacheplane/internal/testenv"
+	"github.com/cacheplane/cacheplane/internal/testprom"
 	"github.com/cacheplane/cacheplane/internal/testredis"
 )
 
@@ -49,6 +50,7 @@ type options struct {
 	refresh               time.Duration
 	token                 string
 	keepLogs              bool
+	prometheus            bool
 }
 
 func main() {
@@ -60,6 +62,7 @@ func main() {
 	flag.DurationVar(&o.refresh, "refresh", 30*time.Second, "How often to show `kubectl get cachepolicies` after the invalidation; 0 never.")
 	flag.StringVar(&o.token, "token", "v2", "The spec.invalidation.token the demo sets to trigger its invalidation.")
 	flag.BoolVar(&o.keepLogs, "keep-logs", false, "Keep the demo's directory (logs, binaries) instead of removing it at exit.")
+	flag.BoolVar(&o.prometheus, "prometheus", false, "Also start a Prometheus (the prometheus binary on PATH) scraping the manager and the workload, with config/prometheus/rules.yaml loaded, and print its URL.")
 	flag.Parse()
 
 	d := &demo{opts: o, out: os.Stdout, start: time.Now()}
@@ -95,6 +98,7 @@ type demo struct {
 	k8s        client.Client
 	redis      *testredis.Server
 	metricsURL string // the manager's Prometheus endpoint
+	promURL    string // the demo's Prometheus, with --prometheus
 }
 
 type cleanup struct {
@@ -222,6 +226,11 @@ func (d *demo) run(ctx context.Context) (err error) {
 	workloadURL, err := d.startWorkload(ctx)
 	if err != nil {
 		return err
+	}
+	if d.opts.prometheus {
+		if err := d.startPrometheus(ctx, workloadURL); err != nil {
+			return err
+		}
 	}
 	if err := d.warmUp(ctx); err != nil {
 		return err
@@ -370,6 +379,9 @@ func (d *demo) startManager(ctx context.Context) error {
 	if _, err := d.startChild("manager", "manager.log", filepath.Join(d.dir, "bin", "manager"),
 		"--kubeconfig", d.env.Kubeconfig,
 		"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", metricsPort),
+		// Plain HTTP on loopback, so curl and the demo's Prometheus need no
+		// token; in a cluster the endpoint is HTTPS with token checks.
+		"--metrics-secure=false",
 		"--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", probePort),
 	); err != nil {
 		return err
@@ -607,6 +619,11 @@ redis-cli -p %[5]d --scan --pattern 'demo:*' | head
 
 logs: %[6]s/{manager,workload,loadgen}.log`,
 		kc, d.kubectl, workloadURL, d.metricsURL, d.redis.Port, d.dir))
+	if d.promURL != "" {
+		d.block(fmt.Sprintf(`
+Prometheus: %[1]s  (alerts: %[1]s/alerts)
+curl -s '%[1]s/api/v1/query' --data-urlencode 'query=cacheplane:policy_hit_ratio:rate5m'`, d.promURL))
+	}
 }
 
 // keepRunning shows the policy every --refresh until Ctrl-C.
@@ -647,4 +664,29 @@ func (d *demo) stopLoad() {
 			}
 		}
 	}
+}
+
+// startPrometheus starts a Prometheus scraping the manager and the workload
+// every 5s, with the alerts and recording rule of config/prometheus/rules.yaml.
+func (d *demo) startPrometheus(ctx context.Context, workloadURL string) error {
+	dir := filepath.Join(d.dir, "prometheus")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	rules := filepath.Join(dir, "rules.yml")
+	if err := testprom.WriteRuleFile("config/prometheus/rules.yaml", rules); err != nil {
+		return err
+	}
+	d.say("Starting Prometheus (scrapes the manager and the workload every 5s; rules from config/prometheus/rules.yaml; log: %s)", filepath.Join(dir, "prometheus.log"))
+	prom, err := testprom.Start(ctx, dir, 5*time.Second, []testprom.Target{
+		{Job: "cacheplane-manager", Addrs: []string{strings.TrimSuffix(strings.TrimPrefix(d.metricsURL, "http://"), "/metrics")}},
+		{Job: "workload", Addrs: []string{strings.TrimPrefix(workloadURL, "http://")}, Labels: map[string]string{"namespace": "default"}},
+	}, []string{rules})
+	if err != nil {
+		return err
+	}
+	d.onCleanup("stopping Prometheus", func() error { prom.Stop(); return nil })
+	d.promURL = prom.URL
+	d.note("Prometheus at %s", prom.URL)
+	return nil
 }

@@ -17,9 +17,9 @@ import (
 	"github.com/cacheplane/cacheplane/internal/testenv"
 )
 
-// TestDemoSmoke runs `make demo`'s program with --exit-after-invalidation:
-// its own control plane, Redis, the manager binary, the workload and the load
-// generator. It must show a hit ratio and a completed invalidation in kubectl
+// TestDemoSmoke runs `make demo`'s program with --exit-after-invalidation and
+// --prometheus: its own control plane, Redis, the manager binary, the
+// workload, the load generator and a Prometheus. It must show a hit ratio and a completed invalidation in kubectl
 // output, exit 0, and leave no process behind.
 func TestDemoSmoke(t *testing.T) {
 	if testing.Short() {
@@ -49,7 +49,7 @@ func TestDemoSmoke(t *testing.T) {
 	before := children()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "--exit-after-invalidation", "--rate", "200")
+	cmd := exec.CommandContext(ctx, bin, "--exit-after-invalidation", "--rate", "200", "--prometheus")
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "KUBEBUILDER_ASSETS="+assets)
 	var out bytes.Buffer
@@ -84,6 +84,8 @@ func TestDemoSmoke(t *testing.T) {
 		" get cachepol\n",
 		"KUBECONFIG=",
 		"Stopped everything the demo started",
+		"Prometheus at http://127.0.0.1:",
+		"stopping Prometheus: done",
 	} {
 		if !strings.Contains(output, want) {
 			t.Errorf("demo output lacks %q:\n%s", want, output)

@@ -38,6 +38,10 @@ var (
 	k8s     client.Client
 	srv     *testredis.Server
 	mgrLogs = &testenv.LogBuffer{}
+	// managerMetrics is the address of the manager's metrics endpoint: plain
+	// HTTP (as --metrics-secure=false serves it), for the Prometheus test;
+	// cmd/manager's tests cover the secure endpoint.
+	managerMetrics string
 )
 
 // TestMain starts what a user's cluster would hold: an API server with the
@@ -68,9 +72,15 @@ func runTests(m *testing.M) int {
 	}
 
 	ctrl.SetLogger(zap.New(zap.WriteTo(mgrLogs), zap.UseDevMode(true)))
+	metricsPort, err := testredis.FreePort()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	managerMetrics = fmt.Sprintf("127.0.0.1:%d", metricsPort)
 	mgr, err := ctrl.NewManager(restCfg, ctrl.Options{
 		Scheme:                 testenv.Scheme(),
-		Metrics:                metricsserver.Options{BindAddress: "0"},
+		Metrics:                metricsserver.Options{BindAddress: managerMetrics},
 		HealthProbeBindAddress: "0",
 		Controller:             config.Controller{SkipNameValidation: ptr.To(true)},
 	})
