@@ -62,7 +62,7 @@ type pluginResult struct {
 
 // pluginCommand returns `kubectl cacheplane args...` with the plugin on PATH
 // and KUBECONFIG pointing at the test API server; env overrides variables.
-func pluginCommand(t *testing.T, ctx context.Context, env2 []string, args ...string) (*exec.Cmd, *bytes.Buffer, *bytes.Buffer) {
+func pluginCommand(ctx context.Context, t *testing.T, env2 []string, args ...string) (*exec.Cmd, *bytes.Buffer, *bytes.Buffer) {
 	t.Helper()
 	dir := pluginDir(t)
 	cmd, err := env.KubectlCommand(ctx, append([]string{"cacheplane"}, args...)...)
@@ -87,7 +87,7 @@ func pluginEnv(t *testing.T, env2 []string, args ...string) pluginResult {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd, stdout, stderr := pluginCommand(t, ctx, env2, args...)
+	cmd, stdout, stderr := pluginCommand(ctx, t, env2, args...)
 	return finish(t, cmd.Run(), stdout, stderr)
 }
 
@@ -271,7 +271,7 @@ func TestKubectlPluginInvalidateFailedRun(t *testing.T) {
 
 	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	cmd, stdout, stderr := pluginCommand(t, wctx, nil, "invalidate", "demo", "-n", ns, "--wait", "--timeout", "90s")
+	cmd, stdout, stderr := pluginCommand(wctx, t, nil, "invalidate", "demo", "-n", ns, "--wait", "--timeout", "90s")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
