@@ -19,6 +19,9 @@ INSTALLER ?= dist/install.yaml
 GENERATED := config/crd/bases config/rbac/role.yaml api/v1alpha1/zz_generated.deepcopy.go dist/install.yaml charts/cacheplane/files
 KUBECTL ?= kubectl
 GO_TEST_FLAGS ?= -race -count=1 -timeout 30m
+# Every Go module of the repository: `go test ./...` stops at a nested go.mod,
+# so vet, lint and test walk each one (the root last: its results close the log).
+GO_MODULES ?= bench .
 
 SHELL := /usr/bin/env bash
 .SHELLFLAGS := -euo pipefail -c
@@ -47,12 +50,12 @@ fmt: ## Run go fmt.
 	go fmt ./...
 
 .PHONY: vet
-vet: ## Run go vet.
-	go vet ./...
+vet: ## Run go vet in every module.
+	@for m in $(GO_MODULES); do echo "go vet ($$m)"; (cd $$m && go vet ./...) || exit 1; done
 
 .PHONY: lint
-lint: golangci-lint ## Run golangci-lint (.golangci.yml).
-	$(GOLANGCI_LINT) run ./...
+lint: golangci-lint ## Run golangci-lint (.golangci.yml) in every module.
+	@for m in $(GO_MODULES); do echo "golangci-lint ($$m)"; (cd $$m && $(GOLANGCI_LINT) run ./...) || exit 1; done
 
 .PHONY: lint-fix
 lint-fix: golangci-lint ## Run golangci-lint and apply its fixes.
@@ -87,9 +90,13 @@ test: ## Run every test with -race against a real redis-server and a real API se
 	@hack/ensure-prometheus.sh
 	@echo "==> finding or building envtest binaries (kube-apiserver, etcd, kubectl)"
 	@assets="$$(hack/envtest.sh)"; echo "    KUBEBUILDER_ASSETS=$$assets"; \
-	  echo "==> go vet"; go vet ./...; \
-	  echo "==> go test $(GO_TEST_FLAGS) ./..."; \
-	  KUBEBUILDER_ASSETS="$$assets" HELM="$(HELM)" go test $(GO_TEST_FLAGS) ./...
+	  for m in $(GO_MODULES); do \
+	    echo "==> go vet ./... (module $$m)"; (cd $$m && go vet ./...); \
+	  done; \
+	  for m in $(GO_MODULES); do \
+	    echo "==> go test $(GO_TEST_FLAGS) ./... (module $$m)"; \
+	    (cd $$m && KUBEBUILDER_ASSETS="$$assets" HELM="$(HELM)" go test $(GO_TEST_FLAGS) ./...); \
+	  done
 
 .PHONY: bench
 bench: ## Run the library benchmarks against a real redis-server.
