@@ -148,6 +148,12 @@ demo: ## Local control plane + Redis + manager + sample policy + workload; Ctrl-
 	@if [[ " $(DEMO_FLAGS) " == *" --prometheus"* ]]; then hack/ensure-prometheus.sh; fi
 	@assets="$$(hack/envtest.sh)"; KUBEBUILDER_ASSETS="$$assets" go run ./hack/demo $(DEMO_FLAGS)
 
+.PHONY: dashboard-png
+dashboard-png: ## Run the demo with a Prometheus through its invalidation and draw the dashboard's hit-ratio and run panels into docs/dashboard.png.
+	@hack/ensure-redis.sh
+	@hack/ensure-prometheus.sh
+	@assets="$$(hack/envtest.sh)"; KUBEBUILDER_ASSETS="$$assets" go run ./hack/demo --exit-after-invalidation --hot-keys 500 --hit-ratio 75 --dashboard-png docs/dashboard.png $(DEMO_FLAGS)
+
 ##@ Deployment
 
 .PHONY: install

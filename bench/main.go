@@ -8,6 +8,9 @@
 // It is its own module, so that the peers it measures never enter the main
 // module's dependencies. Run it from the repository root with `make bench`,
 // or `cd bench && go run .` (-h lists the flags).
+//
+// With -dashboard-png it benchmarks nothing: it draws panels of the Grafana
+// dashboard from a Prometheus instead (make dashboard-png, see dashboard.go).
 package main
 
 import (
@@ -33,6 +36,12 @@ func main() {
 	skipPurge := flag.Bool("skip-purge", false, "skip the purge benchmarks")
 	skipOps := flag.Bool("skip-ops", false, "skip the cache operation benchmarks")
 	flag.Parse()
+	if *dashboardPNG {
+		if err := runDashboardPNG(context.Background()); err != nil {
+			fatal(err)
+		}
+		return
+	}
 
 	// testing.Benchmark reads the test flags.
 	testing.Init()

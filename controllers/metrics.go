@@ -5,6 +5,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	cachev1alpha1 "github.com/cacheplane/cacheplane/api/v1alpha1"
 )
 
 var (
@@ -33,6 +35,26 @@ var (
 
 func init() {
 	metrics.Registry.MustRegister(metricRunsStarted, metricRunsFinished, metricKeysDeleted, metricRunDuration, metricStatsSyncErrors, metricPolicies)
+	// Every trigger's series start at 0: a counter that appears at 1 has no
+	// increase() or rate() in Prometheus, so the first run of each trigger
+	// (in a demo, the only one) would be missing from the dashboard and the
+	// alerts.
+	for _, trigger := range runTriggers {
+		metricRunsStarted.WithLabelValues(trigger)
+		metricRunDuration.WithLabelValues(trigger)
+		for _, result := range []string{"success", "error"} {
+			metricRunsFinished.WithLabelValues(trigger, result)
+		}
+	}
+}
+
+// runTriggers are the trigger labels of the run metrics (see triggerLabel).
+var runTriggers = []string{
+	cachev1alpha1.TriggerToken,
+	cachev1alpha1.TriggerSchedule,
+	string(cachev1alpha1.WatchKindConfigMap),
+	string(cachev1alpha1.WatchKindSecret),
+	TriggerDeletion,
 }
 
 // triggerLabel keeps label cardinality bounded: ConfigMap/<name> -> ConfigMap.

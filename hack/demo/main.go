@@ -18,6 +18,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"os"
 	"os/exec"
@@ -45,25 +46,39 @@ import (
 type options struct {
 	exitAfterInvalidation bool
 	rate                  float64
+	hotKeys               int
 	hitRatioTarget        float64
 	warmup                time.Duration
 	refresh               time.Duration
 	token                 string
 	keepLogs              bool
 	prometheus            bool
+	dashboardPNG          string
 }
 
 func main() {
 	var o options
 	flag.BoolVar(&o.exitAfterInvalidation, "exit-after-invalidation", false, "Stop everything and exit once the first invalidation has completed (for smoke tests).")
 	flag.Float64Var(&o.rate, "rate", 100, "Requests per second the load generator sends.")
+	flag.IntVar(&o.hotKeys, "hot-keys", 20, "Hot ids per kind the load generator reads (loadgen -hot-keys); more make the hit ratio climb slower, after the start and after the invalidation.")
 	flag.Float64Var(&o.hitRatioTarget, "hit-ratio", 80, "Invalidate once status.hitRatio reaches this many percent...")
 	flag.DurationVar(&o.warmup, "warmup", 90*time.Second, "...or once this long has passed.")
 	flag.DurationVar(&o.refresh, "refresh", 30*time.Second, "How often to show `kubectl get cachepolicies` after the invalidation; 0 never.")
 	flag.StringVar(&o.token, "token", "v2", "The spec.invalidation.token the demo sets to trigger its invalidation.")
 	flag.BoolVar(&o.keepLogs, "keep-logs", false, "Keep the demo's directory (logs, binaries) instead of removing it at exit.")
 	flag.BoolVar(&o.prometheus, "prometheus", false, "Also start a Prometheus (the prometheus binary on PATH) scraping the manager and the workload, with config/prometheus/rules.yaml loaded, and print its URL.")
+	flag.StringVar(&o.dashboardPNG, "dashboard-png", "", "After the invalidation, wait until Prometheus sees the hit ratio climb back, then draw the dashboard's hit-ratio and invalidation-run panels over the demo's lifetime into this PNG (bench's -dashboard-png mode; make dashboard-png). Implies --prometheus.")
 	flag.Parse()
+	if o.dashboardPNG != "" {
+		o.prometheus = true
+		// The demo changes to the repository root and bench runs in bench/.
+		abs, err := filepath.Abs(o.dashboardPNG)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		o.dashboardPNG = abs
+	}
 
 	d := &demo{opts: o, out: os.Stdout, start: time.Now()}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -99,6 +114,8 @@ type demo struct {
 	redis      *testredis.Server
 	metricsURL string // the manager's Prometheus endpoint
 	promURL    string // the demo's Prometheus, with --prometheus
+	prom       *testprom.Server
+	promStart  time.Time
 }
 
 type cleanup struct {
@@ -237,6 +254,11 @@ func (d *demo) run(ctx context.Context) (err error) {
 	}
 	if err := d.invalidate(ctx); err != nil {
 		return err
+	}
+	if d.opts.dashboardPNG != "" {
+		if err := d.drawDashboard(ctx); err != nil {
+			return err
+		}
 	}
 	d.printNextSteps(workloadURL)
 	if d.opts.exitAfterInvalidation {
@@ -511,9 +533,9 @@ func (d *demo) startWorkload(ctx context.Context) (string, error) {
 	if err := d.waitFor(ctx, "the workload's /healthz", 30*time.Second, 100*time.Millisecond, httpOK(url+"/healthz")); err != nil {
 		return "", err
 	}
-	d.say("Starting the load generator: %.0f req/s, 90%% of them on 20 hot users and products (log: %s)", d.opts.rate, filepath.Join(d.dir, "loadgen.log"))
+	d.say("Starting the load generator: %.0f req/s, 90%% of them on %d hot users and products (log: %s)", d.opts.rate, d.opts.hotKeys, filepath.Join(d.dir, "loadgen.log"))
 	_, err = d.startChild("load generator", "loadgen.log", filepath.Join(d.dir, "bin", "loadgen"),
-		"-target", url, "-rate", strconv.FormatFloat(d.opts.rate, 'f', -1, 64))
+		"-target", url, "-rate", strconv.FormatFloat(d.opts.rate, 'f', -1, 64), "-hot-keys", strconv.Itoa(d.opts.hotKeys))
 	return url, err
 }
 
@@ -686,7 +708,67 @@ func (d *demo) startPrometheus(ctx context.Context, workloadURL string) error {
 		return err
 	}
 	d.onCleanup("stopping Prometheus", func() error { prom.Stop(); return nil })
-	d.promURL = prom.URL
+	d.promURL, d.prom, d.promStart = prom.URL, prom, time.Now()
 	d.note("Prometheus at %s", prom.URL)
 	return nil
+}
+
+// recentHitRatio is the hit ratio of the last 20s (the window the dashboard
+// picture's rates use), over every policy.
+const recentHitRatio = `sum(rate(cacheplane_policy_hits_total[20s])) / (sum(rate(cacheplane_policy_hits_total[20s])) + sum(rate(cacheplane_policy_misses_total[20s])))`
+
+// drawDashboard is --dashboard-png: once the hit ratio has climbed back after
+// the invalidation, bench's -dashboard-png mode runs the dashboard's queries
+// against the demo's Prometheus, from its start to now, and draws them.
+func (d *demo) drawDashboard(ctx context.Context) error {
+	invalidated := time.Now()
+	d.say("Watching the hit ratio climb back in Prometheus, for the dashboard picture")
+	what := fmt.Sprintf("the hit ratio of the last 20s to reach %.0f%% again", d.opts.hitRatioTarget)
+	err := d.waitFor(ctx, what, d.opts.warmup, time.Second, func(ctx context.Context) (bool, string, error) {
+		v, err := d.prom.Query(ctx, recentHitRatio)
+		if err != nil {
+			return false, "", err
+		}
+		ratio, ok := sampleValue(v)
+		if !ok {
+			return false, "no lookups in the window", nil
+		}
+		// Until then the window still holds lookups from before the run.
+		settled := time.Since(invalidated) > 30*time.Second
+		return settled && ratio*100 >= d.opts.hitRatioTarget, fmt.Sprintf("%.1f%%", ratio*100), nil
+	})
+	if err != nil {
+		if ctx.Err() != nil || d.childFailure() != nil || !strings.HasPrefix(err.Error(), "timed out") {
+			return err
+		}
+		d.note("%v; drawing anyway", err)
+	}
+	d.say("Drawing the dashboard's hit-ratio and invalidation-run panels into %s (cd bench && go run . -dashboard-png)", d.opts.dashboardPNG)
+	return d.during(ctx, "drawing the dashboard picture", func() error {
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Minute) // a first build of bench/
+		defer cancel()
+		cmd := exec.CommandContext(rctx, "go", "run", ".", "-dashboard-png",
+			"-prometheus", d.promURL,
+			"-start", d.promStart.UTC().Format(time.RFC3339),
+			"-end", time.Now().UTC().Format(time.RFC3339),
+			"-out", d.opts.dashboardPNG)
+		cmd.Dir = "bench"
+		out, err := cmd.CombinedOutput()
+		d.block(string(out))
+		if err != nil {
+			return fmt.Errorf("bench -dashboard-png: %w", err)
+		}
+		return nil
+	})
+}
+
+// sampleValue is the value of a one-sample query answer; false for none or
+// NaN (no lookups in the window).
+func sampleValue(v []testprom.Sample) (float64, bool) {
+	if len(v) != 1 {
+		return 0, false
+	}
+	s, _ := v[0].Value[1].(string)
+	f, err := strconv.ParseFloat(s, 64)
+	return f, err == nil && !math.IsNaN(f)
 }

@@ -9,6 +9,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	cachev1alpha1 "github.com/cacheplane/cacheplane/api/v1alpha1"
+	"github.com/cacheplane/cacheplane/internal/testprom"
 )
 
 func TestRewriteSampleKeepsThePolicyButTheURL(t *testing.T) {
@@ -66,5 +67,16 @@ func TestParseRatio(t *testing.T) {
 	}
 	if strings.Contains(shellJoin([]string{"get", "cachepolicies"}), "'") {
 		t.Error("plain words were quoted")
+	}
+}
+
+func TestSampleValueSkipsEmptyAndNaN(t *testing.T) {
+	if f, ok := sampleValue([]testprom.Sample{{Value: [2]any{1700000000.0, "0.875"}}}); !ok || f != 0.875 {
+		t.Errorf("sampleValue = %v, %v", f, ok)
+	}
+	for _, v := range [][]testprom.Sample{nil, {{Value: [2]any{1700000000.0, "NaN"}}}, {{}, {}}} {
+		if f, ok := sampleValue(v); ok {
+			t.Errorf("sampleValue(%v) = %v, true", v, f)
+		}
 	}
 }
