@@ -52,18 +52,19 @@ func GetOrLoad[T any](ctx context.Context, c *Cache, key string, ttl time.Durati
 	}
 	st := c.state(keyspace.PrefixOf(key))
 	var v T
-	found, err := c.get(ctx, st, key, &v)
+	var obs observation // what the miss saw: the write-back compares with it
+	found, err := c.get(ctx, st, key, &v, &obs)
 	if found {
 		return v, nil
 	}
-	writeBack := true
+	writeBack := obs.ok
 	if err != nil {
 		if ctx.Err() != nil {
 			var zero T
 			return zero, ctx.Err()
 		}
 		c.warn("cache: read failed; loading from the source", "key", key, "err", err)
-		writeBack = !isRedisFailure(err)
+		writeBack = writeBack && !isRedisFailure(err)
 	}
 
 	// Before the load reads its source: an invalidation after this point
@@ -78,7 +79,7 @@ func GetOrLoad[T any](ctx context.Context, c *Cache, key string, ttl time.Durati
 			return nil, err
 		}
 		if writeBack {
-			if err := c.setLoaded(lctx, st, key, gen, seq, v, ttl); err != nil {
+			if err := c.setLoaded(lctx, st, key, gen, seq, obs, v, ttl); err != nil {
 				c.warn("cache: write-back failed; value served uncached", "key", key, "err", err)
 			}
 		}
