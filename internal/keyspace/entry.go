@@ -35,6 +35,9 @@ func AppendEntry(dst []byte, generation int64, payload []byte) []byte {
 	return append(dst, payload...)
 }
 
+// TombstoneLen is the length of a tombstone (luaIsTombstone knows it too).
+const TombstoneLen = 10
+
 // AppendTombstone appends a tombstone carrying nonce to dst. Each Delete
 // must use a nonce of its own.
 func AppendTombstone(dst []byte, nonce uint64) []byte {

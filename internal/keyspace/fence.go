@@ -15,6 +15,7 @@ package keyspace
 // luaIsTombstone tells a tombstone (see AppendTombstone) from anything else;
 // v is a GET reply (false for a missing key).
 const luaIsTombstone = `
+local tombLen = 10
 local function tomb(v)
   return type(v) == 'string' and string.byte(v, 1) == 255 and string.byte(v, 2) == 129
 end
@@ -74,4 +75,19 @@ const PTTLLua = luaIsTombstone + `
 local v = redis.pcall('GET', KEYS[1])
 if tomb(v) then return -2 end
 return redis.call('PTTL', KEYS[1])
+`
+
+// UnlinkLiveLua UNLINKs each of KEYS unless it is a tombstone, and returns
+// how many it deleted: a purge that keeps tombstones (the library's
+// reclaims, Invalidate), since removing one would let a write-back it fences
+// land. It reads a value only if it has a tombstone's length.
+const UnlinkLiveLua = luaIsTombstone + `
+local n = 0
+for _, k in ipairs(KEYS) do
+  local l = redis.pcall('STRLEN', k)
+  if l ~= tombLen or not tomb(redis.call('GET', k)) then
+    n = n + redis.call('UNLINK', k)
+  end
+end
+return n
 `

@@ -24,6 +24,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/time/rate"
+
+	"github.com/cacheplane/cacheplane/internal/keyspace"
 )
 
 // DefaultCount is the SCAN COUNT hint a purge starts from: large enough that a
@@ -56,6 +58,13 @@ type Options struct {
 	MaxKeysPerSecond int64
 	// Cluster groups each UNLINK by hash slot, as Redis Cluster requires.
 	Cluster bool
+	// KeepTombstones leaves pkg/cache's tombstones (keyspace.TombstoneLua)
+	// where they are: each page is deleted by keyspace.UnlinkLiveLua instead
+	// of UNLINK, and only what it deleted is counted. A tombstone fences the
+	// write-backs of loads begun before a Delete; removing it would let one
+	// land (its compare-and-set would find the key missing again, as its
+	// miss did). Tombstones expire on their own within seconds.
+	KeepTombstones bool
 }
 
 // Progress reports a node's safe resume cursor and the keys it has deleted so
@@ -96,10 +105,11 @@ func Node(ctx context.Context, c redis.Cmdable, pattern string, cursor uint64, o
 			return deleted, nil
 		}
 		if limiter != nil && len(pending) > 0 {
-			if err := unlinkLimited(ctx, c, pending, opt.Cluster, limiter); err != nil {
+			n, err := unlinkLimited(ctx, c, pending, opt, limiter)
+			deleted += n
+			if err != nil {
 				return deleted, err
 			}
-			deleted += int64(len(pending))
 			pending = nil
 			if done {
 				return deleted, nil
@@ -111,7 +121,7 @@ func Node(ctx context.Context, c redis.Cmdable, pattern string, cursor uint64, o
 
 		// One round trip: UNLINK the previous page, SCAN the next.
 		pipe := c.Pipeline()
-		unlinks := queueUnlinks(ctx, pipe, pending, opt.Cluster)
+		unlinks := queueUnlinks(ctx, pipe, pending, opt)
 		var scan *redis.ScanCmd
 		if !done {
 			scan = pipe.Scan(ctx, cursor, pattern, count)
@@ -128,7 +138,7 @@ func Node(ctx context.Context, c redis.Cmdable, pattern string, cursor uint64, o
 				return deleted, fmt.Errorf("purge %q: UNLINK: %w", pattern, u.Err())
 			}
 		}
-		deleted += int64(len(pending))
+		deleted += countDeleted(unlinks, pending, opt)
 		if scan == nil {
 			return deleted, nil
 		}
@@ -169,39 +179,65 @@ func report(p Progress, cursor uint64, deleted int64) error {
 	return p(cursor, deleted)
 }
 
-func queueUnlinks(ctx context.Context, pipe redis.Pipeliner, keys []string, cluster bool) []*redis.IntCmd {
+func queueUnlinks(ctx context.Context, pipe redis.Pipeliner, keys []string, opt Options) []redis.Cmder {
 	if len(keys) == 0 {
 		return nil
 	}
-	if !cluster {
-		return []*redis.IntCmd{pipe.Unlink(ctx, keys...)}
+	unlink := func(keys []string) redis.Cmder {
+		if opt.KeepTombstones {
+			// EVAL, not EVALSHA: a NOSCRIPT inside a pipeline is not retried.
+			return pipe.Eval(ctx, keyspace.UnlinkLiveLua, keys)
+		}
+		return pipe.Unlink(ctx, keys...)
 	}
-	var cmds []*redis.IntCmd
+	if !opt.Cluster {
+		return []redis.Cmder{unlink(keys)}
+	}
+	var cmds []redis.Cmder
 	for _, group := range bySlot(keys) {
-		cmds = append(cmds, pipe.Unlink(ctx, group...))
+		cmds = append(cmds, unlink(group))
 	}
 	return cmds
 }
 
-func unlinkLimited(ctx context.Context, c redis.Cmdable, keys []string, cluster bool, l *rate.Limiter) error {
+// countDeleted is what a page's deletes deleted: every key of it for UNLINK
+// (as before: a key gone meanwhile is counted too), what the script reports
+// with KeepTombstones.
+func countDeleted(cmds []redis.Cmder, keys []string, opt Options) int64 {
+	if !opt.KeepTombstones {
+		return int64(len(keys))
+	}
+	var n int64
+	for _, c := range cmds {
+		if cmd, ok := c.(*redis.Cmd); ok {
+			v, _ := cmd.Int64()
+			n += v
+		}
+	}
+	return n
+}
+
+func unlinkLimited(ctx context.Context, c redis.Cmdable, keys []string, opt Options, l *rate.Limiter) (int64, error) {
+	var deleted int64
 	for len(keys) > 0 {
 		n := min(len(keys), l.Burst())
 		if err := l.WaitN(ctx, n); err != nil {
-			return err
+			return deleted, err
 		}
 		pipe := c.Pipeline()
-		cmds := queueUnlinks(ctx, pipe, keys[:n], cluster)
+		cmds := queueUnlinks(ctx, pipe, keys[:n], opt)
 		if _, err := pipe.Exec(ctx); err != nil {
-			return fmt.Errorf("UNLINK: %w", err)
+			return deleted, fmt.Errorf("UNLINK: %w", err)
 		}
 		for _, u := range cmds {
 			if u.Err() != nil {
-				return fmt.Errorf("UNLINK: %w", u.Err())
+				return deleted, fmt.Errorf("UNLINK: %w", u.Err())
 			}
 		}
+		deleted += countDeleted(cmds, keys[:n], opt)
 		keys = keys[n:]
 	}
-	return nil
+	return deleted, nil
 }
 
 // All purges pattern on every node that holds data: each master of a cluster

@@ -343,7 +343,7 @@ func (c *Cache) Invalidate(ctx context.Context, pattern string) (int64, error) {
 		}
 		return n, nil
 	}
-	n, err := purge.All(ctx, cl.UniversalClient, c.space.Pattern(pattern), purge.Options{})
+	n, err := purge.All(ctx, cl.UniversalClient, c.space.Pattern(pattern), purge.Options{KeepTombstones: true})
 	if err != nil {
 		// Read-your-invalidation in this process even after a partial purge,
 		// without a barrier: Redis just failed, and the barrier would wait
