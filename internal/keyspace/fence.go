@@ -15,7 +15,6 @@ package keyspace
 // luaIsTombstone tells a tombstone (see AppendTombstone) from anything else;
 // v is a GET reply (false for a missing key).
 const luaIsTombstone = `
-local tombLen = 10
 local function tomb(v)
   return type(v) == 'string' and string.byte(v, 1) == 255 and string.byte(v, 2) == 129
 end
@@ -77,17 +76,37 @@ if tomb(v) then return -2 end
 return redis.call('PTTL', KEYS[1])
 `
 
-// UnlinkLiveLua UNLINKs each of KEYS unless it is a tombstone, and returns
-// how many it deleted: a purge that keeps tombstones (the library's
-// reclaims, Invalidate), since removing one would let a write-back it fences
-// land. It reads a value only if it has a tombstone's length.
-const UnlinkLiveLua = luaIsTombstone + `
+// UnlinkStaleLua UNLINKs each of KEYS unless it is a tombstone or, when
+// ARGV[1] is above 0, an entry of generation ARGV[1] or later, and returns
+// how many it deleted: the purge of the library's reclaims and Invalidate
+// (purge.Options.Keep). Removing a tombstone, or an entry written after the
+// bump that made the others stale, would put the key back in a state a
+// write-back's miss may have observed (missing), so that its compare-and-set
+// would land what it read before the Delete or Set in between. It reads only
+// a value's first 12 bytes.
+const UnlinkStaleLua = luaIsTombstone + `
+local keep = tonumber(ARGV[1]) or 0
 local n = 0
 for _, k in ipairs(KEYS) do
-  local l = redis.pcall('STRLEN', k)
-  if l ~= tombLen or not tomb(redis.call('GET', k)) then
-    n = n + redis.call('UNLINK', k)
+  local h = redis.pcall('GETRANGE', k, 0, 11)
+  local del = true
+  if type(h) == 'string' then
+    if tomb(h) then
+      del = false
+    elseif keep > 0 and string.byte(h, 1) == 255 and string.byte(h, 2) == 1 then
+      local g, mul = 0, 1
+      for i = 3, #h do
+        local b = string.byte(h, i)
+        g = g + (b % 128) * mul
+        if b < 128 then
+          if g >= keep then del = false end
+          break
+        end
+        mul = mul * 128
+      end
+    end
   end
+  if del then n = n + redis.call('UNLINK', k) end
 end
 return n
 `

@@ -58,13 +58,15 @@ type Options struct {
 	MaxKeysPerSecond int64
 	// Cluster groups each UNLINK by hash slot, as Redis Cluster requires.
 	Cluster bool
-	// KeepTombstones leaves pkg/cache's tombstones (keyspace.TombstoneLua)
-	// where they are: each page is deleted by keyspace.UnlinkLiveLua instead
-	// of UNLINK, and only what it deleted is counted. A tombstone fences the
-	// write-backs of loads begun before a Delete; removing it would let one
-	// land (its compare-and-set would find the key missing again, as its
-	// miss did). Tombstones expire on their own within seconds.
-	KeepTombstones bool
+	// Keep, when set, leaves pkg/cache's tombstones (keyspace.TombstoneLua)
+	// and its entries of generation *Keep or later (0: none) where they are:
+	// each page is deleted by keyspace.UnlinkStaleLua instead of UNLINK, and
+	// only what it deleted is counted. A tombstone fences the write-backs of
+	// loads begun before a Delete, and an entry written after the bump is
+	// current; removing either would let a write-back whose miss saw the key
+	// missing land over them (its compare-and-set would find the key missing
+	// again). Tombstones expire on their own within seconds.
+	Keep *int64
 }
 
 // Progress reports a node's safe resume cursor and the keys it has deleted so
@@ -184,9 +186,9 @@ func queueUnlinks(ctx context.Context, pipe redis.Pipeliner, keys []string, opt 
 		return nil
 	}
 	unlink := func(keys []string) redis.Cmder {
-		if opt.KeepTombstones {
+		if opt.Keep != nil {
 			// EVAL, not EVALSHA: a NOSCRIPT inside a pipeline is not retried.
-			return pipe.Eval(ctx, keyspace.UnlinkLiveLua, keys)
+			return pipe.Eval(ctx, keyspace.UnlinkStaleLua, keys, *opt.Keep)
 		}
 		return pipe.Unlink(ctx, keys...)
 	}
@@ -202,9 +204,9 @@ func queueUnlinks(ctx context.Context, pipe redis.Pipeliner, keys []string, opt 
 
 // countDeleted is what a page's deletes deleted: every key of it for UNLINK
 // (as before: a key gone meanwhile is counted too), what the script reports
-// with KeepTombstones.
+// with Keep.
 func countDeleted(cmds []redis.Cmder, keys []string, opt Options) int64 {
-	if !opt.KeepTombstones {
+	if opt.Keep == nil {
 		return int64(len(keys))
 	}
 	var n int64

@@ -48,7 +48,8 @@ type ACLUser struct {
 //	                         against the user's rights too)
 //	hget time                called by those scripts
 //	multi exec               the controller's transactional policy update
-//	strlen                   pkg/cache's reclaims and Invalidate keep tombstones (keyspace.UnlinkLiveLua)
+//	getrange                 pkg/cache's reclaims and Invalidate keep tombstones and current entries
+//	                         (keyspace.UnlinkStaleLua reads each value's header)
 //	info                     the controller reads run_id (INFO server) to know whether a saved SCAN
 //	                         cursor belongs to the running process; without it a cursor is trusted
 //
@@ -67,7 +68,7 @@ var CacheCommands = []string{
 	"get", "set", "unlink", "exists", "pttl", "scan",
 	"hgetall", "hincrby", "subscribe",
 	"hset", "hdel", "hget", "hmget", "del", "publish",
-	"eval", "evalsha", "time", "multi", "exec", "info", "strlen",
+	"eval", "evalsha", "time", "multi", "exec", "info", "getrange",
 }
 
 // CacheUser returns a user limited to one key prefix: its data keys

@@ -12,6 +12,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/cacheplane/cacheplane/internal/keyspace"
 	"github.com/cacheplane/cacheplane/pkg/cache"
 )
 
@@ -294,6 +295,21 @@ func TestInvalidationKeepsTombstones(t *testing.T) {
 	}
 	if n, _ := rc.Exists(ctx, tomb).Result(); n != 1 {
 		t.Error("Invalidate of the prefix deleted a Delete's tombstone")
+	}
+	// An entry of a generation above the bump's (as if written after it)
+	// stays too; one below goes.
+	future := testPrefix(t) + ":users:4"
+	if err := rc.Set(ctx, future, keyspace.AppendEntry(nil, 1<<60, []byte(`"v"`)), time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.Set(ctx, testPrefix(t)+":users:5", keyspace.AppendEntry(nil, 1, []byte(`"v"`)), time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := c.Invalidate(ctx, "users:*"); n != 1 || err != nil {
+		t.Errorf("Invalidate users:* = %d, %v; want 1 (the old entry only)", n, err)
+	}
+	if n, _ := rc.Exists(ctx, future).Result(); n != 1 {
+		t.Error("Invalidate of the prefix deleted an entry written after its bump")
 	}
 	mustSet(t, c, "users:2", "v1")
 	if err := c.InvalidatePrefix(ctx, "users"); err != nil {

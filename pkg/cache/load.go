@@ -265,7 +265,10 @@ func (c *Cache) reclaim(cl *universal, prefix string) {
 	go func() {
 		defer c.reclaimWG.Done()
 		for {
-			_, err := purge.All(c.life, cl.UniversalClient, c.space.PrefixPattern(prefix), purge.Options{KeepTombstones: true})
+			// Entries written since the bump, and tombstones, stay: see
+			// purge.Options.Keep.
+			keep := c.state(prefix).gen.Load()
+			_, err := purge.All(c.life, cl.UniversalClient, c.space.PrefixPattern(prefix), purge.Options{Keep: &keep})
 			if err != nil && c.life.Err() == nil {
 				c.warn("cache: deleting invalidated keys failed; they expire with their TTL", "prefix", prefix, "err", err)
 			}

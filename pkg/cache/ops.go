@@ -316,10 +316,12 @@ func (c *Cache) Invalidate(ctx context.Context, pattern string) (int64, error) {
 	} else {
 		st.invalidations.Add(1)
 	}
+	bumped := false
 	if whole && c.cfg.PolicyRefresh >= 0 {
 		octx, cancel := c.opCtx(ctx)
 		err := c.bump(octx, cl, st, false) // the SCAN below deletes the keys
 		cancel()
+		bumped = err == nil
 		if err != nil {
 			c.countError(ctx, st)
 			if isRedisFailure(err) {
@@ -343,7 +345,13 @@ func (c *Cache) Invalidate(ctx context.Context, pattern string) (int64, error) {
 		}
 		return n, nil
 	}
-	n, err := purge.All(ctx, cl.UniversalClient, c.space.Pattern(pattern), purge.Options{KeepTombstones: true})
+	// Tombstones stay, and after a bump the entries written since: see
+	// purge.Options.Keep.
+	var keep int64
+	if whole && bumped {
+		keep = st.gen.Load()
+	}
+	n, err := purge.All(ctx, cl.UniversalClient, c.space.Pattern(pattern), purge.Options{Keep: &keep})
 	if err != nil {
 		// Read-your-invalidation in this process even after a partial purge,
 		// without a barrier: Redis just failed, and the barrier would wait
