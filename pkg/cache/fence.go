@@ -196,10 +196,10 @@ func (c *Cache) observe(ctx context.Context, key string, obs *observation) {
 	octx, cancel := c.opCtx(ctx)
 	defer cancel()
 	b, err := c.redisGet(octx, cl, c.space.DataKey(key))
-	switch {
-	case err == redis.Nil:
+	switch err {
+	case redis.Nil:
 		obs.saw(nil)
-	case err == nil:
+	case nil:
 		obs.saw(b)
 	}
 }

@@ -224,7 +224,7 @@ func check(history []Event, cc checkConfig) ([]violation, checkStats) {
 		for k, f := range e.Floors {
 			promises[k] = append(promises[k], promise{
 				end: e.End, cacheStart: e.CacheStart, floor: f,
-				fence: e.Op != opSet && !(e.Op == opDelete && cc.DeleteDoesNotFence),
+				fence: e.Op != opSet && (e.Op != opDelete || !cc.DeleteDoesNotFence),
 				gen:   e.Op == opIOW || (e.Op == opInvalidate && strings.HasSuffix(e.Pattern, ":*")),
 				proc:  e.Proc, ev: e,
 			})
