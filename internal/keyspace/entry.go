@@ -9,14 +9,24 @@ import (
 // unsigned varint, then the codec's bytes. 0xFF never starts valid UTF-8 or
 // JSON, so a value written by something else is recognised as foreign instead
 // of being decoded as a payload.
+//
+// A tombstone (what Delete leaves behind, see TombstoneLua) is entryMagic,
+// entryVersion|flagTombstone, then a nonce that makes every tombstone unique,
+// so that a write-back comparing a key with what it observed (WriteBackLua)
+// tells one Delete from the next.
 const (
-	entryMagic   = 0xFF
-	entryVersion = 1
+	entryMagic    = 0xFF
+	entryVersion  = 1
+	flagTombstone = 0x80
 )
 
 // ErrForeignEntry means a stored value lacks the entry header: it was not
 // written by pkg/cache (or is corrupt). Readers treat it as a miss.
 var ErrForeignEntry = errors.New("value is not a cacheplane entry")
+
+// ErrTombstone means a stored value is a tombstone: the key was deleted.
+// Readers treat it as a plain miss, never as an error.
+var ErrTombstone = errors.New("entry is a tombstone")
 
 // AppendEntry appends the header for generation and then payload to dst.
 func AppendEntry(dst []byte, generation int64, payload []byte) []byte {
@@ -25,9 +35,22 @@ func AppendEntry(dst []byte, generation int64, payload []byte) []byte {
 	return append(dst, payload...)
 }
 
+// TombstoneLen is the length of a tombstone (luaIsTombstone knows it too).
+const TombstoneLen = 10
+
+// AppendTombstone appends a tombstone carrying nonce to dst. Each Delete
+// must use a nonce of its own.
+func AppendTombstone(dst []byte, nonce uint64) []byte {
+	dst = append(dst, entryMagic, entryVersion|flagTombstone)
+	return binary.BigEndian.AppendUint64(dst, nonce)
+}
+
 // ParseEntry splits a stored value into its generation and payload. The payload
-// aliases b.
+// aliases b. A tombstone is ErrTombstone.
 func ParseEntry(b []byte) (generation int64, payload []byte, err error) {
+	if len(b) >= 2 && b[0] == entryMagic && b[1] == entryVersion|flagTombstone {
+		return 0, nil, ErrTombstone
+	}
 	if len(b) < 3 || b[0] != entryMagic || b[1] != entryVersion {
 		return 0, nil, ErrForeignEntry
 	}

@@ -125,3 +125,16 @@ func TestPolicyAndEventRoundTrip(t *testing.T) {
 		t.Errorf("event round trip = %+v, %v", ge, err)
 	}
 }
+
+func TestTombstone(t *testing.T) {
+	b := keyspace.AppendTombstone(nil, 42)
+	if len(b) != keyspace.TombstoneLen {
+		t.Errorf("a tombstone is %d bytes, TombstoneLen (and the scripts) say %d", len(b), keyspace.TombstoneLen)
+	}
+	if _, _, err := keyspace.ParseEntry(b); !errors.Is(err, keyspace.ErrTombstone) {
+		t.Errorf("ParseEntry(tombstone) err = %v, want ErrTombstone", err)
+	}
+	if bytes.Equal(b, keyspace.AppendTombstone(nil, 43)) {
+		t.Error("two nonces, one tombstone")
+	}
+}

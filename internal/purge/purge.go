@@ -24,6 +24,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/time/rate"
+
+	"github.com/cacheplane/cacheplane/internal/keyspace"
 )
 
 // DefaultCount is the SCAN COUNT hint a purge starts from: large enough that a
@@ -56,6 +58,15 @@ type Options struct {
 	MaxKeysPerSecond int64
 	// Cluster groups each UNLINK by hash slot, as Redis Cluster requires.
 	Cluster bool
+	// Keep, when set, leaves pkg/cache's tombstones (keyspace.TombstoneLua)
+	// and its entries of generation *Keep or later (0: none) where they are:
+	// each page is deleted by keyspace.UnlinkStaleLua instead of UNLINK, and
+	// only what it deleted is counted. A tombstone fences the write-backs of
+	// loads begun before a Delete, and an entry written after the bump is
+	// current; removing either would let a write-back whose miss saw the key
+	// missing land over them (its compare-and-set would find the key missing
+	// again). Tombstones expire on their own within seconds.
+	Keep *int64
 }
 
 // Progress reports a node's safe resume cursor and the keys it has deleted so
@@ -96,10 +107,11 @@ func Node(ctx context.Context, c redis.Cmdable, pattern string, cursor uint64, o
 			return deleted, nil
 		}
 		if limiter != nil && len(pending) > 0 {
-			if err := unlinkLimited(ctx, c, pending, opt.Cluster, limiter); err != nil {
+			n, err := unlinkLimited(ctx, c, pending, opt, limiter)
+			deleted += n
+			if err != nil {
 				return deleted, err
 			}
-			deleted += int64(len(pending))
 			pending = nil
 			if done {
 				return deleted, nil
@@ -111,7 +123,7 @@ func Node(ctx context.Context, c redis.Cmdable, pattern string, cursor uint64, o
 
 		// One round trip: UNLINK the previous page, SCAN the next.
 		pipe := c.Pipeline()
-		unlinks := queueUnlinks(ctx, pipe, pending, opt.Cluster)
+		unlinks := queueUnlinks(ctx, pipe, pending, opt)
 		var scan *redis.ScanCmd
 		if !done {
 			scan = pipe.Scan(ctx, cursor, pattern, count)
@@ -128,7 +140,7 @@ func Node(ctx context.Context, c redis.Cmdable, pattern string, cursor uint64, o
 				return deleted, fmt.Errorf("purge %q: UNLINK: %w", pattern, u.Err())
 			}
 		}
-		deleted += int64(len(pending))
+		deleted += countDeleted(unlinks, pending, opt)
 		if scan == nil {
 			return deleted, nil
 		}
@@ -169,39 +181,65 @@ func report(p Progress, cursor uint64, deleted int64) error {
 	return p(cursor, deleted)
 }
 
-func queueUnlinks(ctx context.Context, pipe redis.Pipeliner, keys []string, cluster bool) []*redis.IntCmd {
+func queueUnlinks(ctx context.Context, pipe redis.Pipeliner, keys []string, opt Options) []redis.Cmder {
 	if len(keys) == 0 {
 		return nil
 	}
-	if !cluster {
-		return []*redis.IntCmd{pipe.Unlink(ctx, keys...)}
+	unlink := func(keys []string) redis.Cmder {
+		if opt.Keep != nil {
+			// EVAL, not EVALSHA: a NOSCRIPT inside a pipeline is not retried.
+			return pipe.Eval(ctx, keyspace.UnlinkStaleLua, keys, *opt.Keep)
+		}
+		return pipe.Unlink(ctx, keys...)
 	}
-	var cmds []*redis.IntCmd
+	if !opt.Cluster {
+		return []redis.Cmder{unlink(keys)}
+	}
+	var cmds []redis.Cmder
 	for _, group := range bySlot(keys) {
-		cmds = append(cmds, pipe.Unlink(ctx, group...))
+		cmds = append(cmds, unlink(group))
 	}
 	return cmds
 }
 
-func unlinkLimited(ctx context.Context, c redis.Cmdable, keys []string, cluster bool, l *rate.Limiter) error {
+// countDeleted is what a page's deletes deleted: every key of it for UNLINK
+// (as before: a key gone meanwhile is counted too), what the script reports
+// with Keep.
+func countDeleted(cmds []redis.Cmder, keys []string, opt Options) int64 {
+	if opt.Keep == nil {
+		return int64(len(keys))
+	}
+	var n int64
+	for _, c := range cmds {
+		if cmd, ok := c.(*redis.Cmd); ok {
+			v, _ := cmd.Int64()
+			n += v
+		}
+	}
+	return n
+}
+
+func unlinkLimited(ctx context.Context, c redis.Cmdable, keys []string, opt Options, l *rate.Limiter) (int64, error) {
+	var deleted int64
 	for len(keys) > 0 {
 		n := min(len(keys), l.Burst())
 		if err := l.WaitN(ctx, n); err != nil {
-			return err
+			return deleted, err
 		}
 		pipe := c.Pipeline()
-		cmds := queueUnlinks(ctx, pipe, keys[:n], cluster)
+		cmds := queueUnlinks(ctx, pipe, keys[:n], opt)
 		if _, err := pipe.Exec(ctx); err != nil {
-			return fmt.Errorf("UNLINK: %w", err)
+			return deleted, fmt.Errorf("UNLINK: %w", err)
 		}
 		for _, u := range cmds {
 			if u.Err() != nil {
-				return fmt.Errorf("UNLINK: %w", u.Err())
+				return deleted, fmt.Errorf("UNLINK: %w", u.Err())
 			}
 		}
+		deleted += countDeleted(cmds, keys[:n], opt)
 		keys = keys[n:]
 	}
-	return nil
+	return deleted, nil
 }
 
 // All purges pattern on every node that holds data: each master of a cluster

@@ -30,8 +30,9 @@ type ACLUser struct {
 //	                         every database)
 //	cluster|slots command    Cluster mode: the client learns the slot map, and (COMMAND) which
 //	                         arguments are keys; without COMMAND it asks again before every call
-//	get set unlink exists    pkg/cache data operations (Delete is UNLINK, TTL is PTTL)
-//	pttl
+//	get set unlink exists    pkg/cache data operations (write-backs, Delete, Exists and TTL run the
+//	pttl                     scripts of keyspace/fence.go, which call GET SET PTTL DEL; the plain
+//	                         commands are their fallback without EVAL; reclaims UNLINK)
 //	scan                     pkg/cache Invalidate and the controller's purge (SCAN is keyless: it lists
 //	                         key names outside the user's patterns too, but cannot read or delete them)
 //	hgetall                  the policy hash (both)
@@ -41,11 +42,14 @@ type ACLUser struct {
 //	hset hdel hmget del      the controller writes the policy and reads and deletes stats hashes
 //	publish                  the controller announces policy changes and invalidations
 //	eval evalsha             both run the scripts of keyspace/gen.go: generations (bump, ensure,
-//	                         raise) and pkg/cache's at-most-once stats flush (the commands the
+//	                         raise) and pkg/cache's at-most-once stats flush, and pkg/cache those
+//	                         of keyspace/fence.go (write-back, tombstones) (the commands the
 //	                         scripts call, HGET HSET HGETALL HINCRBY GET SET PUBLISH, are checked
 //	                         against the user's rights too)
 //	hget time                called by those scripts
 //	multi exec               the controller's transactional policy update
+//	getrange                 pkg/cache's reclaims and Invalidate keep tombstones and current entries
+//	                         (keyspace.UnlinkStaleLua reads each value's header)
 //	info                     the controller reads run_id (INFO server) to know whether a saved SCAN
 //	                         cursor belongs to the running process; without it a cursor is trusted
 //
@@ -64,7 +68,7 @@ var CacheCommands = []string{
 	"get", "set", "unlink", "exists", "pttl", "scan",
 	"hgetall", "hincrby", "subscribe",
 	"hset", "hdel", "hget", "hmget", "del", "publish",
-	"eval", "evalsha", "time", "multi", "exec", "info",
+	"eval", "evalsha", "time", "multi", "exec", "info", "getrange",
 }
 
 // CacheUser returns a user limited to one key prefix: its data keys

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"slices"
+	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -129,6 +131,25 @@ func benchOps(c *cache.Cache, raw *redis.Client) map[string][2]func(context.Cont
 			},
 			func(ctx context.Context) error { return c.Set(ctx, "user:2", benchValue, time.Hour) },
 		},
+		// A miss and its write-back (GET, then the compare-and-set script),
+		// against GET plus SET by hand; a new key each time.
+		"GetOrLoadMiss": {
+			func(ctx context.Context) error {
+				key := "bench:raw:miss:" + strconv.FormatInt(missKeys.Add(1), 10)
+				if err := raw.Get(ctx, key).Err(); err != redis.Nil {
+					return err
+				}
+				payload, err := json.Marshal(benchValue)
+				if err != nil {
+					return err
+				}
+				return raw.Set(ctx, key, payload, time.Minute).Err()
+			},
+			func(ctx context.Context) error {
+				_, err := cache.GetOrLoad(ctx, c, "miss:"+strconv.FormatInt(missKeys.Add(1), 10), time.Minute, load)
+				return err
+			},
+		},
 		"GetOrLoadHit": {
 			rawGetDecode(raw, "bench:raw:user:1"),
 			func(ctx context.Context) error {
@@ -149,6 +170,12 @@ func BenchmarkGetHit(b *testing.B)       { benchPair(b, "GetHit") }
 func BenchmarkGetMiss(b *testing.B)      { benchPair(b, "GetMiss") }
 func BenchmarkSet(b *testing.B)          { benchPair(b, "Set") }
 func BenchmarkGetOrLoadHit(b *testing.B) { benchPair(b, "GetOrLoadHit") }
+
+// BenchmarkGetOrLoadMiss measures a miss and its write-back.
+func BenchmarkGetOrLoadMiss(b *testing.B) { benchPair(b, "GetOrLoadMiss") }
+
+// missKeys numbers the keys of BenchmarkGetOrLoadMiss.
+var missKeys atomic.Int64
 
 // BenchmarkVersusRaw alternates the raw baseline and the cache in one loop
 // and reports the median latency of each and their ratio. On a busy machine

@@ -42,7 +42,13 @@ const (
 	DefaultTTL                = 5 * time.Minute
 	DefaultPolicyRefresh      = 5 * time.Second
 	DefaultStatsFlushInterval = 5 * time.Second
+	DefaultTombstoneTTL       = time.Minute
+	DefaultEventsLease        = time.Second
 )
+
+// MinEventsLease is the shortest Config.EventsLease: the events subscription
+// is PINGed four times per lease.
+const MinEventsLease = 10 * time.Millisecond
 
 // Topologies for Config.Mode.
 const (
@@ -118,6 +124,28 @@ type Config struct {
 	// StatsFlushInterval is how often per-prefix counters are added to Redis
 	// for the operator. Default 5s; negative disables flushing.
 	StatsFlushInterval time.Duration
+	// TombstoneTTL is how long Delete (and Invalidate of a single key)
+	// leaves a tombstone under each deleted key. While it is there, a
+	// GetOrLoad, Cached or middleware write-back in any process whose
+	// lookup came before the Delete finds the key changed and stores
+	// nothing; a load that takes longer than TombstoneTTL may store what
+	// it read before the Delete. Readers take a tombstone for a miss,
+	// Exists and TTL for a missing key; each costs a few dozen bytes of
+	// Redis memory until it expires. Default DefaultTombstoneTTL (1m).
+	TombstoneTTL time.Duration
+	// EventsLease bounds how long this process trusts the generations it
+	// knows without hearing from the events channel, which carries other
+	// processes' invalidations (InvalidatePrefix, InvalidateOnWrite, the
+	// operator's runs). The channel is PINGed every EventsLease/4; once no
+	// answer to a PING sent within the last EventsLease has arrived (a
+	// stalled connection, say), the next read re-reads the generations
+	// (one round trip, shared by concurrent callers) before it serves.
+	// So an invalidation that returned at time T is honoured by reads of
+	// every process that start after T+EventsLease, whatever the channel
+	// does; while it is healthy, after its delivery delay (well under a
+	// millisecond on a LAN). Default DefaultEventsLease (1s), at least
+	// MinEventsLease. Unused when PolicyRefresh is negative.
+	EventsLease time.Duration
 	// AutoPipeline sends the commands of Get, Set and GetOrLoad through
 	// go-redis's autopipeliner: concurrent calls share round trips instead
 	// of each taking a pooled connection, which under many parallel callers
@@ -192,8 +220,16 @@ type Cache struct {
 	// subscription is lost), genLoaded when a read of them that started in
 	// that epoch succeeds (knowGenerations).
 	genEpoch, genLoaded atomic.Int64
-	genMu               sync.Mutex
-	genCall             *genCall // a read of the generations in flight; guarded by genMu
+	// genLeaseEnd (monoNow) is when the generations stop being known
+	// without news from Redis (Config.EventsLease): the send time of the
+	// newest answered PING of the events subscription, or of the newest
+	// read of the generations, plus the lease.
+	genLeaseEnd atomic.Int64
+	// eventsAddr, when set (by tests, before Connect), is where the events
+	// subscription dials instead of the pool's address: a stall proxy.
+	eventsAddr string
+	genMu      sync.Mutex
+	genCall    *genCall // a read of the generations in flight; guarded by genMu
 
 	// reclaims are the prefixes whose old keys a background SCAN deletes
 	// (reclaim); true: run once more when done.
@@ -241,6 +277,8 @@ func New(cfg Config) (*Cache, error) {
 		{"DefaultTTL", &cfg.DefaultTTL, DefaultTTL, false},
 		{"PolicyRefresh", &cfg.PolicyRefresh, DefaultPolicyRefresh, true},
 		{"StatsFlushInterval", &cfg.StatsFlushInterval, DefaultStatsFlushInterval, true},
+		{"TombstoneTTL", &cfg.TombstoneTTL, DefaultTombstoneTTL, false},
+		{"EventsLease", &cfg.EventsLease, DefaultEventsLease, false},
 	} {
 		switch {
 		case *d.value == 0:
@@ -248,6 +286,9 @@ func New(cfg Config) (*Cache, error) {
 		case *d.value < 0 && !d.neg:
 			return nil, fmt.Errorf("cache: Config.%s is negative (%v)", d.name, *d.value)
 		}
+	}
+	if cfg.EventsLease < MinEventsLease {
+		return nil, fmt.Errorf("cache: Config.EventsLease %v is shorter than %v (the events channel is PINGed four times per lease)", cfg.EventsLease, MinEventsLease)
 	}
 	switch {
 	case cfg.MaxConnections == 0:
@@ -416,7 +457,17 @@ func (c *Cache) start(ctx context.Context) {
 		if err := c.refreshPolicy(ctx, cl); err != nil {
 			c.warn("cache: cannot read the policy; retrying in the background", "err", err)
 		}
-		c.bg.Go(func() { c.subscribe(bg, cl) })
+		sub, err := c.eventsClient(cl)
+		if err != nil {
+			c.warn("cache: cannot build the events client; using the pool's", "err", err)
+			sub = cl
+		}
+		c.bg.Go(func() {
+			c.subscribe(bg, cl, sub)
+			if sub != cl {
+				_ = sub.Close()
+			}
+		})
 		c.bg.Go(func() { c.every(bg, c.cfg.PolicyRefresh, func() { c.refreshPolicyLogged(bg, cl) }) })
 	}
 	if c.cfg.StatsFlushInterval > 0 {

@@ -41,3 +41,7 @@ func Reclaiming(c *Cache, prefix string) bool {
 	_, ok := c.reclaims[prefix]
 	return ok
 }
+
+// SetEventsAddr makes a Cache not yet connected dial its events
+// subscription at addr (a stall proxy) instead of the pool's address.
+func SetEventsAddr(c *Cache, addr string) { c.eventsAddr = addr }

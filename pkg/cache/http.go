@@ -100,14 +100,22 @@ func (c *Cache) serveCached(w http.ResponseWriter, r *http.Request, next http.Ha
 	key := requestKey(r, prefix, keyParams)
 	st := c.state(keyspace.PrefixOf(key))
 	writeBack := !noStore && r.Method == http.MethodGet
+	// What the lookup saw under the key: the write-back is a compare-and-set
+	// against it (see storeLoaded). A no-cache request reads it too, only
+	// for that.
+	var obs observation
+	if noCache && !noStore {
+		c.observe(ctx, key, &obs)
+	}
 	if !noCache && !noStore {
-		payload, found, err := c.getEntry(ctx, st, key)
+		payload, found, err := c.getEntry(ctx, st, key, &obs)
 		if found {
 			if resp, ok := decodeResponse(payload); ok {
 				st.hits.Add(1)
 				resp.write(w, r)
 				return
 			}
+			obs.settle()
 			st.misses.Add(1)
 			if len(payload) == 0 || payload[0] != 1 {
 				st.errors.Add(1) // a version 1 entry is just a miss
@@ -146,7 +154,7 @@ func (c *Cache) serveCached(w http.ResponseWriter, r *http.Request, next http.Ha
 	if limit > 0 {
 		ttl = min(c.effectiveTTL(st, ttl), limit)
 	}
-	if err := c.storeLoaded(ctx, st, key, gen, seq, rec.encode(time.Now()), ttl); err != nil {
+	if err := c.storeLoaded(ctx, st, key, gen, seq, obs, rec.encode(time.Now()), ttl); err != nil {
 		c.warn("cache: storing the response failed", "key", key, "err", err)
 	}
 }

@@ -27,14 +27,18 @@ import (
 // prefix is not written back, and callers that arrive after such a call start
 // a load of their own instead of joining it: what load read before a write
 // is never cached behind the write's invalidation. Across processes, the
-// write-back is tagged with the prefix's generation read before load ran: if
-// any process invalidates the prefix meanwhile (InvalidatePrefix,
-// InvalidateOnWrite, the middleware's writes, Invalidate of a whole prefix,
-// an operator's run), the entry is stale for every process that knows the new
-// generation (all of them, within the events channel's latency: the
-// invalidating one before its call returns), and this process deletes it
-// again if it learns of the invalidation before its write returns. Delete and
-// glob Invalidates of another process are not fenced this way.
+// write-back is a compare-and-set against what this call's miss saw under the
+// key: a Set or Delete of the key by any process in between (Delete leaves a
+// tombstone for Config.TombstoneTTL, so even a key that did not exist
+// changes) makes it store nothing. And it is tagged with the prefix's
+// generation read before load ran: if any process invalidates the prefix
+// meanwhile (InvalidatePrefix, InvalidateOnWrite, the middleware's writes,
+// Invalidate of a whole prefix, an operator's run), the entry is stale for
+// every process that knows the new generation (the invalidating one before
+// its call returns, the others within Config.EventsLease), and this process
+// takes it back if it learns of the invalidation before its write returns.
+// Glob Invalidates of another process (other than "prefix:*") are not
+// fenced. See docs/generations.md.
 //
 // Errors of load are returned and never cached. Redis errors are not
 // returned: they are counted and logged, and the call falls through to load
@@ -52,18 +56,19 @@ func GetOrLoad[T any](ctx context.Context, c *Cache, key string, ttl time.Durati
 	}
 	st := c.state(keyspace.PrefixOf(key))
 	var v T
-	found, err := c.get(ctx, st, key, &v)
+	var obs observation // what the miss saw: the write-back compares with it
+	found, err := c.get(ctx, st, key, &v, &obs)
 	if found {
 		return v, nil
 	}
-	writeBack := true
+	writeBack := obs.ok
 	if err != nil {
 		if ctx.Err() != nil {
 			var zero T
 			return zero, ctx.Err()
 		}
 		c.warn("cache: read failed; loading from the source", "key", key, "err", err)
-		writeBack = !isRedisFailure(err)
+		writeBack = writeBack && !isRedisFailure(err)
 	}
 
 	// Before the load reads its source: an invalidation after this point
@@ -78,7 +83,7 @@ func GetOrLoad[T any](ctx context.Context, c *Cache, key string, ttl time.Durati
 			return nil, err
 		}
 		if writeBack {
-			if err := c.setLoaded(lctx, st, key, gen, seq, v, ttl); err != nil {
+			if err := c.setLoaded(lctx, st, key, gen, seq, obs, v, ttl); err != nil {
 				c.warn("cache: write-back failed; value served uncached", "key", key, "err", err)
 			}
 		}
@@ -260,7 +265,10 @@ func (c *Cache) reclaim(cl *universal, prefix string) {
 	go func() {
 		defer c.reclaimWG.Done()
 		for {
-			_, err := purge.All(c.life, cl.UniversalClient, c.space.PrefixPattern(prefix), purge.Options{})
+			// Entries written since the bump, and tombstones, stay: see
+			// purge.Options.Keep.
+			keep := c.state(prefix).gen.Load()
+			_, err := purge.All(c.life, cl.UniversalClient, c.space.PrefixPattern(prefix), purge.Options{Keep: &keep})
 			if err != nil && c.life.Err() == nil {
 				c.warn("cache: deleting invalidated keys failed; they expire with their TTL", "prefix", prefix, "err", err)
 			}

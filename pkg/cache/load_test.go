@@ -2,6 +2,8 @@ package cache_test
 
 import (
 	"context"
+	"crypto/sha1" //nolint:gosec // Redis's script hash
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/cacheplane/cacheplane/internal/keyspace"
 	"github.com/cacheplane/cacheplane/pkg/cache"
 )
 
@@ -356,9 +359,9 @@ func TestInvalidateOnWriteDuringLoad(t *testing.T) {
 	}
 }
 
-// invalidateBeforeSet runs an Invalidate just before the first SET of key
-// goes out: the interleaving in which the invalidation's SCAN has passed
-// before the write-back lands.
+// invalidateBeforeSet runs an Invalidate just before the first write-back
+// of key goes out (a SET, or the compare-and-set script): the interleaving
+// in which the invalidation's SCAN has passed before the write-back lands.
 type invalidateBeforeSet struct {
 	key  string
 	once sync.Once
@@ -371,11 +374,27 @@ func (h *invalidateBeforeSet) ProcessPipelineHook(next redis.ProcessPipelineHook
 }
 func (h *invalidateBeforeSet) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		if cmd.Name() == "set" && fmt.Sprint(cmd.Args()[1]) == h.key {
+		if isWriteBack(cmd, h.key) {
 			h.once.Do(h.run)
 		}
 		return next(ctx, cmd)
 	}
+}
+
+// isWriteBack reports whether cmd writes key: a SET, or the write-back's
+// compare-and-set script (keyspace.WriteBackLua).
+func isWriteBack(cmd redis.Cmder, key string) bool {
+	args := cmd.Args()
+	switch cmd.Name() {
+	case "set":
+		return fmt.Sprint(args[1]) == key
+	case "evalsha", "eval":
+		sum := sha1.Sum([]byte(keyspace.WriteBackLua))
+		script := fmt.Sprint(args[1])
+		return len(args) > 3 && fmt.Sprint(args[3]) == key &&
+			(script == hex.EncodeToString(sum[:]) || script == keyspace.WriteBackLua)
+	}
+	return false
 }
 
 func TestInvalidateDuringWriteBack(t *testing.T) {

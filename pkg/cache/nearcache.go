@@ -438,10 +438,10 @@ func (c *Cache) nearDialer() (func(context.Context) (net.Conn, error), error) {
 
 // read returns key's payload from the near-cache or from Redis. local
 // reports a near-cache hit. Counting is as in getEntry.
-func (c *Cache) read(ctx context.Context, st *prefixState, key string) (payload []byte, local, found bool, err error) {
+func (c *Cache) read(ctx context.Context, st *prefixState, key string, obs *observation) (payload []byte, local, found bool, err error) {
 	n := c.near
 	if n == nil {
-		payload, found, err = c.getEntry(ctx, st, key)
+		payload, found, err = c.getEntry(ctx, st, key, obs)
 		return payload, false, found, err
 	}
 	now := monoNow()
@@ -449,7 +449,7 @@ func (c *Cache) read(ctx context.Context, st *prefixState, key string) (payload 
 		// Off, or without a current lease: neither served nor filled (a
 		// fill would be safe, see nearStore.fill's reservation, but the
 		// channel that keeps it fresh is in doubt).
-		payload, found, err = c.getEntry(ctx, st, key)
+		payload, found, err = c.getEntry(ctx, st, key, obs)
 		return payload, false, found, err
 	}
 	if e := n.store.getAt(key, now); e != nil {
@@ -463,10 +463,10 @@ func (c *Cache) read(ctx context.Context, st *prefixState, key string) (payload 
 	epoch := n.epoch.Load()
 	token := n.tokens.Add(1)
 	if !n.on.Load() || !n.store.reserve(key, token) {
-		payload, found, err = c.getEntry(ctx, st, key)
+		payload, found, err = c.getEntry(ctx, st, key, obs)
 		return payload, false, found, err
 	}
-	gen, payload, ttl, found, err := c.getEntryTTL(ctx, st, key)
+	gen, payload, ttl, found, err := c.getEntryTTL(ctx, st, key, obs)
 	if !found {
 		n.store.cancel(key, token)
 		return nil, false, false, err
@@ -499,7 +499,7 @@ const (
 // getEntryTTL is getEntry that also returns the entry's generation and the
 // key's remaining TTL, read in the same round trip: -1 for none, keyGone when
 // the key expired between the two commands.
-func (c *Cache) getEntryTTL(ctx context.Context, st *prefixState, key string) (gen int64, payload []byte, ttl time.Duration, found bool, err error) {
+func (c *Cache) getEntryTTL(ctx context.Context, st *prefixState, key string, obs *observation) (gen int64, payload []byte, ttl time.Duration, found bool, err error) {
 	cl := c.client.Load()
 	if cl == nil {
 		st.errors.Add(1)
@@ -512,6 +512,7 @@ func (c *Cache) getEntryTTL(ctx context.Context, st *prefixState, key string) (g
 	if err == nil {
 		b, err = get.Bytes()
 		if err == redis.Nil {
+			obs.saw(nil)
 			st.misses.Add(1)
 			return 0, nil, 0, false, nil
 		}
@@ -522,8 +523,10 @@ func (c *Cache) getEntryTTL(ctx context.Context, st *prefixState, key string) (g
 	}
 	gen, payload, ok := c.usableEntry(st, key, b)
 	if !ok {
+		obs.saw(b)
 		return 0, nil, 0, false, nil
 	}
+	obs.sawUsable(b)
 	return gen, payload, pttl.Val(), true, nil
 }
 

@@ -3,6 +3,7 @@ package cache
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -18,15 +19,17 @@ import (
 // and reports whether it was found. A missing key, an entry invalidated by the
 // policy and a value not written by this package are misses: (false, nil).
 func (c *Cache) Get(ctx context.Context, key string, dst any) (bool, error) {
-	return c.get(ctx, c.state(keyspace.PrefixOf(key)), key, dst)
+	return c.get(ctx, c.state(keyspace.PrefixOf(key)), key, dst, nil)
 }
 
-// get is Get of a key whose prefix state the caller has looked up.
-func (c *Cache) get(ctx context.Context, st *prefixState, key string, dst any) (bool, error) {
+// get is Get of a key whose prefix state the caller has looked up. On a
+// miss, obs (if not nil) holds what was read under the key, for a
+// write-back's compare-and-set; obs.ok is false if nothing was.
+func (c *Cache) get(ctx context.Context, st *prefixState, key string, dst any, obs *observation) (bool, error) {
 	if err := c.generationsKnown(ctx, st, "get", key); err != nil {
 		return false, err
 	}
-	payload, local, found, err := c.read(ctx, st, key)
+	payload, local, found, err := c.read(ctx, st, key, obs)
 	if !found {
 		return false, err
 	}
@@ -34,6 +37,7 @@ func (c *Cache) get(ctx context.Context, st *prefixState, key string, dst any) (
 		if err := c.codec.Unmarshal(payload, dst); err != nil {
 			st.misses.Add(1)
 			st.errors.Add(1)
+			obs.settle() // a miss: a write-back replaces what did not decode
 			return false, fmt.Errorf("cache: decode %q: %w", key, err)
 		}
 	}
@@ -48,8 +52,9 @@ func (c *Cache) get(ctx context.Context, st *prefixState, key string, dst any) (
 }
 
 // getEntry returns key's payload. It counts misses and errors; the caller
-// counts the hit once the payload has proven usable.
-func (c *Cache) getEntry(ctx context.Context, st *prefixState, key string) (payload []byte, found bool, err error) {
+// counts the hit once the payload has proven usable. obs (may be nil)
+// records what was read, as in get.
+func (c *Cache) getEntry(ctx context.Context, st *prefixState, key string, obs *observation) (payload []byte, found bool, err error) {
 	if err := c.generationsKnown(ctx, st, "get", key); err != nil {
 		return nil, false, err
 	}
@@ -63,6 +68,7 @@ func (c *Cache) getEntry(ctx context.Context, st *prefixState, key string) (payl
 	cancel()
 	if err != nil {
 		if err == redis.Nil {
+			obs.saw(nil)
 			st.misses.Add(1)
 			return nil, false, nil
 		}
@@ -70,6 +76,11 @@ func (c *Cache) getEntry(ctx context.Context, st *prefixState, key string) (payl
 		return nil, false, opError("get", key, err)
 	}
 	_, payload, found = c.usableEntry(st, key, b)
+	if found {
+		obs.sawUsable(b)
+	} else {
+		obs.saw(b)
+	}
 	return payload, found, nil
 }
 
@@ -77,6 +88,10 @@ func (c *Cache) getEntry(ctx context.Context, st *prefixState, key string) (payl
 // value an error) when it cannot be served.
 func (c *Cache) usableEntry(st *prefixState, key string, b []byte) (gen int64, payload []byte, ok bool) {
 	gen, payload, err := keyspace.ParseEntry(b)
+	if errors.Is(err, keyspace.ErrTombstone) {
+		st.misses.Add(1) // deleted: a plain miss
+		return 0, nil, false
+	}
 	if err != nil {
 		// Someone else's value under our key: not ours to decode. Reported as
 		// an error in the stats so that it gets noticed, served as a miss so
@@ -95,10 +110,11 @@ func (c *Cache) usableEntry(st *prefixState, key string, b []byte) (gen int64, p
 
 // generationsKnown makes sure the generations are known before an entry of
 // st's prefix is served or written (knowGenerations): an entry is never
-// judged against a generation this process has not read. Its cost on the hot
-// path is two atomic loads.
+// judged against a generation this process has not read, or not heard
+// confirmed within the events lease. Its cost on the hot path is two atomic
+// loads and a clock read (genKnown).
 func (c *Cache) generationsKnown(ctx context.Context, st *prefixState, op, key string) error {
-	if c.cfg.PolicyRefresh < 0 || c.genLoaded.Load() >= c.genEpoch.Load() {
+	if c.genKnown() {
 		return nil
 	}
 	cl := c.client.Load()
@@ -145,13 +161,13 @@ func (c *Cache) set(ctx context.Context, st *prefixState, key string, gen int64,
 }
 
 // setLoaded is set for a loader's result: see storeLoaded.
-func (c *Cache) setLoaded(ctx context.Context, st *prefixState, key string, gen, seq int64, value any, ttl time.Duration) error {
+func (c *Cache) setLoaded(ctx context.Context, st *prefixState, key string, gen, seq int64, obs observation, value any, ttl time.Duration) error {
 	payload, err := c.codec.Marshal(value)
 	if err != nil {
 		st.errors.Add(1)
 		return fmt.Errorf("cache: encode %q: %w", key, err)
 	}
-	return c.storeLoaded(ctx, st, key, gen, seq, payload, ttl)
+	return c.storeLoaded(ctx, st, key, gen, seq, obs, payload, ttl)
 }
 
 // entryPool recycles the buffers entries are assembled in: go-redis has
@@ -169,12 +185,7 @@ func (c *Cache) setEntry(ctx context.Context, st *prefixState, key string, gen i
 		st.errors.Add(1)
 		return c.unavailable()
 	}
-	if ttl <= 0 {
-		ttl = time.Duration(st.ttl.Load())
-		if ttl <= 0 {
-			ttl = c.cfg.DefaultTTL
-		}
-	}
+	ttl = c.effectiveTTL(st, ttl)
 	bp := entryPool.Get().(*[]byte)
 	b := keyspace.AppendEntry((*bp)[:0], gen, payload)
 	octx, cancel := c.opCtx(ctx)
@@ -193,7 +204,11 @@ func (c *Cache) setEntry(ctx context.Context, st *prefixState, key string, gen i
 	return nil
 }
 
-// Delete removes keys and returns how many existed.
+// Delete removes keys and returns how many existed. It leaves a tombstone
+// under each key for Config.TombstoneTTL, which readers take for a miss and
+// Exists and TTL for a missing key: a GetOrLoad in any process whose load
+// began before the Delete then cannot store what it read (its write-back
+// finds the key changed), provided it takes less than TombstoneTTL.
 func (c *Cache) Delete(ctx context.Context, keys ...string) (int64, error) {
 	if len(keys) == 0 {
 		return 0, nil
@@ -207,10 +222,10 @@ func (c *Cache) Delete(ctx context.Context, keys ...string) (int64, error) {
 	redisKeys := make([]string, len(keys))
 	for i, k := range keys {
 		redisKeys[i] = c.space.DataKey(k)
-		c.state(keyspace.PrefixOf(k)).invalidations.Add(1) // before the UNLINK: see invalidationSeq
+		c.state(keyspace.PrefixOf(k)).invalidations.Add(1) // before the tombstones: see invalidationSeq
 	}
 	octx, cancel := c.opCtx(ctx)
-	n, err := unlinkKeys(octx, cl.UniversalClient, redisKeys)
+	n, err := c.tombstone(octx, cl, redisKeys)
 	cancel()
 	for _, k := range keys {
 		c.nearEvict(k)
@@ -222,8 +237,9 @@ func (c *Cache) Delete(ctx context.Context, keys ...string) (int64, error) {
 	return n, nil
 }
 
-// Exists reports whether key is stored. It does not read the entry, so it also
-// reports entries that Get would treat as invalidated until they are deleted.
+// Exists reports whether key is stored. It does not judge the entry's
+// generation, so it also reports entries that Get would treat as invalidated
+// until they are deleted; a deleted key (its tombstone) is not stored.
 func (c *Cache) Exists(ctx context.Context, key string) (bool, error) {
 	st := c.state(keyspace.PrefixOf(key))
 	cl := c.client.Load()
@@ -232,13 +248,13 @@ func (c *Cache) Exists(ctx context.Context, key string) (bool, error) {
 		return false, c.unavailable()
 	}
 	octx, cancel := c.opCtx(ctx)
-	n, err := cl.Exists(octx, c.space.DataKey(key)).Result()
+	ok, err := c.redisExists(octx, cl, c.space.DataKey(key))
 	cancel()
 	if err != nil {
 		c.countError(ctx, st)
 		return false, opError("exists", key, err)
 	}
-	return n > 0, nil
+	return ok, nil
 }
 
 // TTL returns the time key has left, to the millisecond. A missing key is
@@ -251,18 +267,18 @@ func (c *Cache) TTL(ctx context.Context, key string) (time.Duration, error) {
 		return 0, c.unavailable()
 	}
 	octx, cancel := c.opCtx(ctx)
-	d, err := cl.PTTL(octx, c.space.DataKey(key)).Result()
+	ms, err := c.redisPTTL(octx, cl, c.space.DataKey(key))
 	cancel()
 	switch {
 	case err != nil:
 		c.countError(ctx, st)
 		return 0, opError("ttl", key, err)
-	case d == -2:
+	case ms == -2: // missing, or a tombstone
 		return 0, fmt.Errorf("cache: ttl %q: %w", key, ErrNotFound)
-	case d < 0: // -1: go-redis passes Redis's "no expiry" through as -1ns
+	case ms < 0: // -1: no expiry
 		return NoExpiry, nil
 	}
-	return d, nil
+	return time.Duration(ms) * time.Millisecond, nil
 }
 
 // Invalidate deletes every key matching the glob pattern (Redis syntax: *, ?,
@@ -276,7 +292,9 @@ func (c *Cache) TTL(ctx context.Context, key string) (time.Duration, error) {
 // prefix, first bumps the prefix's generation as InvalidatePrefix does, so
 // the invalidation is visible in every process before the SCAN starts, even
 // if the SCAN then fails; other patterns are only as visible as the SCAN has
-// got. (InvalidatePrefix skips the wait for the SCAN.) With an empty
+// got. (InvalidatePrefix skips the wait for the SCAN.) A pattern without
+// glob characters names one key: it is deleted as Delete does, tombstone
+// included, so that it fences other processes' loads of the key too. With an empty
 // KeyPrefix a pattern such as "*" also matches the control keys of a
 // CachePolicy (they start with "{cacheplane:").
 func (c *Cache) Invalidate(ctx context.Context, pattern string) (int64, error) {
@@ -298,10 +316,12 @@ func (c *Cache) Invalidate(ctx context.Context, pattern string) (int64, error) {
 	} else {
 		st.invalidations.Add(1)
 	}
+	bumped := false
 	if whole && c.cfg.PolicyRefresh >= 0 {
 		octx, cancel := c.opCtx(ctx)
 		err := c.bump(octx, cl, st, false) // the SCAN below deletes the keys
 		cancel()
+		bumped = err == nil
 		if err != nil {
 			c.countError(ctx, st)
 			if isRedisFailure(err) {
@@ -313,7 +333,25 @@ func (c *Cache) Invalidate(ctx context.Context, pattern string) (int64, error) {
 			c.warn("cache: cannot bump the generation; invalidating by SCAN alone", "prefix", prefix, "err", err)
 		}
 	}
-	n, err := purge.All(ctx, cl.UniversalClient, c.space.Pattern(pattern), purge.Options{})
+	if !strings.ContainsAny(pattern, `*?[]\`) {
+		// One key: no SCAN, a tombstone (see Delete).
+		octx, cancel := c.opCtx(ctx)
+		n, err := c.tombstone(octx, cl, []string{c.space.DataKey(pattern)})
+		cancel()
+		c.nearEvict(pattern)
+		if err != nil {
+			c.countError(ctx, st)
+			return 0, opError("invalidate", pattern, err)
+		}
+		return n, nil
+	}
+	// Tombstones stay, and after a bump the entries written since: see
+	// purge.Options.Keep.
+	var keep int64
+	if whole && bumped {
+		keep = st.gen.Load()
+	}
+	n, err := purge.All(ctx, cl.UniversalClient, c.space.Pattern(pattern), purge.Options{Keep: &keep})
 	if err != nil {
 		// Read-your-invalidation in this process even after a partial purge,
 		// without a barrier: Redis just failed, and the barrier would wait
@@ -355,34 +393,50 @@ func (c *Cache) invalidationSeq(st *prefixState) int64 {
 }
 
 // storeLoaded writes back payload, read from its source when the prefix had
-// generation gen and invalidationSeq seq, unless it has been invalidated
-// since: in this process (seq), or in any process whose bump this one has
-// learnt of (gen). The entry is tagged with gen, so once every process knows
-// the newer generation it is stale everywhere, even if the SET lands late (a
-// timed-out pipelined SET may). If the invalidation shows up while the SET is
-// on its way, or the SET failed and may still land, what was written is
-// deleted again. One SocketTimeout bounds the whole call.
-func (c *Cache) storeLoaded(ctx context.Context, st *prefixState, key string, gen, seq int64, payload []byte, ttl time.Duration) error {
-	if c.invalidated(st, gen, seq) {
+// generation gen and invalidationSeq seq, after a miss that observed obs
+// under the key, unless it has been invalidated since: in this process
+// (seq), in any process whose bump this one has learnt of (gen), or in any
+// process by a Set or Delete of the key (the write is a compare-and-set
+// against obs: a Delete's tombstone or a newer value makes it a no-op). The
+// entry is tagged with gen, so once every process knows a newer generation
+// it is stale everywhere, even if the write lands late (a timed-out
+// pipelined one may). If an invalidation in this process shows up while the
+// write is on its way, or the write failed and may still land, what it wrote
+// is deleted again (only if still there). One SocketTimeout bounds the whole
+// call. Without an observation (the miss could not read the key) nothing is
+// written.
+func (c *Cache) storeLoaded(ctx context.Context, st *prefixState, key string, gen, seq int64, obs observation, payload []byte, ttl time.Duration) error {
+	if !obs.ok || c.invalidated(st, gen, seq) {
 		return nil
+	}
+	cl := c.client.Load()
+	if cl == nil {
+		st.errors.Add(1)
+		return c.unavailable()
 	}
 	octx, cancel := c.opCtx(ctx)
 	defer cancel()
-	err := c.setEntry(octx, st, key, gen, payload, ttl)
-	if !c.invalidated(st, gen, seq) {
-		// Any later invalidation starts after the SET landed (or failed),
-		// so its SCAN or UNLINK finds the entry, and its bump covers it.
+	b := keyspace.AppendEntry(make([]byte, 0, len(payload)+12), gen, payload)
+	rkey := c.space.DataKey(key)
+	wrote, err := c.redisWriteBack(octx, cl, rkey, obs.sum, b, c.effectiveTTL(st, ttl))
+	// Even after an error: the write may have landed.
+	c.nearEvict(key)
+	if err != nil {
+		c.countError(ctx, st)
+		err = opError("set", key, err)
+	}
+	if (!wrote && err == nil) || !c.invalidated(st, gen, seq) {
+		// Any later invalidation starts after the write landed (or failed),
+		// so its SCAN or tombstone finds the entry, and its bump covers it.
 		return err
 	}
-	// One started while the SET was on its way: its SCAN may have passed
-	// the key before the SET landed. Delete what this call wrote.
-	if cl := c.client.Load(); cl != nil {
-		uerr := cl.Unlink(octx, c.space.DataKey(key)).Err()
-		c.nearEvict(key)
-		if uerr != nil && err == nil {
-			c.countError(ctx, st)
-			return opError("delete", key, uerr)
-		}
+	// One started while the write was on its way: its SCAN may have passed
+	// the key before the write landed. Take back what this call wrote.
+	uerr := c.redisUnset(octx, cl, rkey, b)
+	c.nearEvict(key)
+	if uerr != nil && err == nil {
+		c.countError(ctx, st)
+		return opError("delete", key, uerr)
 	}
 	return err
 }

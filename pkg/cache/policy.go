@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cacheplane/cacheplane/internal/keyspace"
+	"github.com/cacheplane/cacheplane/internal/redisconn"
 )
 
 // The policy of the KeyPrefix lives in the hash keyspace.Space.PolicyKey,
@@ -36,6 +38,7 @@ func (c *Cache) refreshPolicy(ctx context.Context, cl redis.UniversalClient) err
 	c.policyMu.Lock()
 	defer c.policyMu.Unlock()
 	epoch := c.genEpoch.Load() // before the read: see knowGenerations
+	sent := monoNow()          // every bump before this is in the reply
 	octx, cancel := c.opCtx(ctx)
 	var (
 		pol *redis.MapStringStringCmd
@@ -73,6 +76,7 @@ func (c *Cache) refreshPolicy(ctx context.Context, cl redis.UniversalClient) err
 	}
 	c.applyGenerations(gens)
 	c.genLoaded.Store(max(c.genLoaded.Load(), epoch)) // policyMu serialises the writers
+	c.renewGenLease(sent)
 	c.reassertGenerations(ctx, cl, gens)
 	return nil
 }
@@ -101,13 +105,36 @@ func (c *Cache) reassertGenerations(ctx context.Context, cl redis.UniversalClien
 	}
 }
 
-// knowGenerations returns once the generations have been read since the
-// cache started, or since it last lost the events subscription (an event may
-// have been missed); the first caller reads them, concurrent callers share
-// its read, each waiting at most as its ctx and SocketTimeout allow. An error
-// is a Redis failure: the caller fails open.
+// genKnown reports whether the generations this process holds may be
+// trusted now: read since the cache started and since it last lost the
+// events subscription (an event may have been missed), and heard from Redis
+// within the events lease (a PING of the subscription answered, or a read
+// of the generations, sent less than Config.EventsLease ago). Two atomic
+// loads and a clock read.
+func (c *Cache) genKnown() bool {
+	return c.cfg.PolicyRefresh < 0 ||
+		(c.genLoaded.Load() >= c.genEpoch.Load() && monoNow() < c.genLeaseEnd.Load())
+}
+
+// renewGenLease extends the events lease after an answer to a command sent
+// at sent (monoNow): every invalidation published before it has been
+// applied.
+func (c *Cache) renewGenLease(sent int64) {
+	end := sent + int64(c.cfg.EventsLease)
+	for {
+		cur := c.genLeaseEnd.Load()
+		if end <= cur || c.genLeaseEnd.CompareAndSwap(cur, end) {
+			return
+		}
+	}
+}
+
+// knowGenerations returns once the generations are known (genKnown); if
+// they are not, the first caller reads them, concurrent callers share its
+// read, each waiting at most as its ctx and SocketTimeout allow. An error is
+// a Redis failure: the caller fails open.
 func (c *Cache) knowGenerations(ctx context.Context, cl *universal) error {
-	if c.cfg.PolicyRefresh < 0 || c.genLoaded.Load() >= c.genEpoch.Load() {
+	if c.genKnown() {
 		return nil
 	}
 	c.genMu.Lock()
@@ -197,8 +224,32 @@ func (c *Cache) handleEvent(ctx context.Context, cl redis.UniversalClient, paylo
 	}
 }
 
-// subscribe follows the events channel until ctx ends, reconnecting as needed.
-func (c *Cache) subscribe(ctx context.Context, cl redis.UniversalClient) {
+// eventsClient returns the client the events subscription uses: cl, or one
+// dialing eventsAddr (tests).
+func (c *Cache) eventsClient(cl *universal) (redis.UniversalClient, error) {
+	if c.eventsAddr == "" {
+		return cl, nil
+	}
+	opts, err := redisconn.ClientOptions(c.conn)
+	if err != nil {
+		return nil, err
+	}
+	opts.Addr = c.eventsAddr
+	return redis.NewClient(opts), nil
+}
+
+// subscribe follows the events channel (on sub; cl re-reads the policy)
+// until ctx ends, reconnecting as needed.
+//
+// The subscription is PINGed every EventsLease/4, the PING carrying its send
+// time S. Redis answers a PING on the connection after every message
+// published before it, and the messages are applied in order here, so the
+// answer (which echoes S) proves that every invalidation that completed
+// before S has been applied: it renews the events lease (renewGenLease) to
+// S+EventsLease. Without such answers the generations stop being known and
+// the next read re-reads them. A PING left unanswered for SocketTimeout
+// means a dead connection: it is replaced.
+func (c *Cache) subscribe(ctx context.Context, cl, sub redis.UniversalClient) {
 	var (
 		mu sync.Mutex
 		ps *redis.PubSub
@@ -212,7 +263,7 @@ func (c *Cache) subscribe(ctx context.Context, cl redis.UniversalClient) {
 				return ps // stopping: no new connection to leak
 			}
 		}
-		ps = cl.Subscribe(ctx, c.space.EventsChannel())
+		ps = sub.Subscribe(ctx, c.space.EventsChannel())
 		return ps
 	}
 	// A blocked receive does not watch ctx; closing the PubSub ends it.
@@ -224,13 +275,25 @@ func (c *Cache) subscribe(ctx context.Context, cl redis.UniversalClient) {
 	defer stop()
 	cur := open()
 
-	// Silence is checked with a PING; a connection that does not answer one
-	// within a further interval is dead (a peer gone without a FIN, say) and
-	// is replaced.
-	interval := min(c.cfg.PolicyRefresh, 30*time.Second)
-	pinged := false
-	backoff := time.Duration(0)
+	interval := c.cfg.EventsLease / 4
+	var (
+		pings    []int64 // send times of the PINGs not answered yet, oldest first
+		lastPing = -int64(interval)
+		backoff  time.Duration
+	)
 	for {
+		if now := monoNow(); now-lastPing >= int64(interval) {
+			if len(pings) > 0 && now-pings[0] > int64(c.timeout) {
+				// Silent for SocketTimeout: a peer gone without a FIN, say.
+				c.genEpoch.Add(1) // events may be lost: see knowGenerations
+				cur, pings, lastPing = open(), nil, now
+				continue
+			}
+			lastPing = now
+			if cur.Ping(ctx, strconv.FormatInt(now, 10)) == nil {
+				pings = append(pings, now)
+			}
+		}
 		msg, err := cur.ReceiveTimeout(ctx, interval)
 		if ctx.Err() != nil {
 			return
@@ -238,16 +301,11 @@ func (c *Cache) subscribe(ctx context.Context, cl redis.UniversalClient) {
 		if err != nil {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
-				if pinged {
-					c.genEpoch.Add(1) // events may be lost: see knowGenerations
-					cur, pinged = open(), false
-				} else if cur.Ping(ctx) == nil {
-					pinged = true
-				}
 				continue
 			}
 			// go-redis reconnects on the next receive; wait a little first
-			// so a down server is not hammered.
+			// so a down server is not hammered. (PINGs sent on a lost
+			// connection stay in pings until a newer one is answered.)
 			if backoff == 0 {
 				c.genEpoch.Add(1) // events may be lost: see knowGenerations
 			}
@@ -259,13 +317,22 @@ func (c *Cache) subscribe(ctx context.Context, cl redis.UniversalClient) {
 			}
 			continue
 		}
-		backoff, pinged = 0, false
+		backoff = 0
 		switch m := msg.(type) {
 		case *redis.Subscription:
 			if m.Kind == "subscribe" {
 				// Confirmed after every (re)connect: catch up on what was
 				// published while we were not listening.
 				c.refreshPolicyLogged(ctx, cl)
+			}
+		case *redis.Pong:
+			// The answer names its PING, so one sent on an older
+			// connection, or lost, can never renew for another.
+			if sent, err := strconv.ParseInt(m.Payload, 10, 64); err == nil {
+				c.renewGenLease(sent)
+				for len(pings) > 0 && pings[0] <= sent {
+					pings = pings[1:]
+				}
 			}
 		case *redis.Message:
 			c.handleEvent(ctx, cl, m.Payload)

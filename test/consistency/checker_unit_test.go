@@ -57,6 +57,21 @@ func TestCheckerRefutes(t *testing.T) {
 			write(1, opDelete, "k", 1, 3, 4),
 			{Proc: 1, Op: opGetOrLoad, Key: "k", Ver: 0, Start: 5 * ms, End: 20 * ms},
 		}, checkConfig{}, "stale"},
+		{"the generation bound does not cover a Delete", []Event{
+			write(1, opSet, "k", 1, 0, 1),
+			write(2, opDelete, "k", 2, 2, 3),
+			get(3, "k", 1, 4, 5),
+		}, checkConfig{GenBound: time.Second}, "stale"},
+		{"the generation bound is for other processes", []Event{
+			write(1, opSet, "k", 1, 0, 1),
+			write(2, opIOW, "k", 2, 2, 3),
+			get(2, "k", 1, 4, 5),
+		}, checkConfig{GenBound: time.Second}, "stale"},
+		{"beyond the generation bound", []Event{
+			write(1, opSet, "k", 1, 0, 1),
+			write(2, opIOW, "k", 2, 2, 3),
+			get(3, "k", 1, 3+1500, 3+1501),
+		}, checkConfig{GenBound: time.Second}, "stale"},
 		{"a version never written", []Event{
 			write(1, opSet, "k", 1, 0, 1),
 			get(2, "k", 7, 2, 3),
@@ -124,6 +139,16 @@ func TestCheckerAccepts(t *testing.T) {
 			write(2, opDelete, "k", 1, 3, 4),
 			{Proc: 1, Op: opGetOrLoad, Key: "k", Ver: 0, Start: 5 * ms, End: 20 * ms},
 		}, checkConfig{}},
+		{"another process's InvalidateOnWrite within the generation bound", []Event{
+			write(1, opSet, "k", 1, 0, 1),
+			write(2, opIOW, "k", 2, 2, 3),
+			get(3, "k", 1, 4, 5),
+		}, checkConfig{GenBound: time.Second}},
+		{"another process's Invalidate of a prefix within the generation bound", []Event{
+			write(1, opSet, "k", 1, 0, 1),
+			func() Event { e := write(2, opInvalidate, "k", 2, 2, 3); e.Pattern = "p:*"; return e }(),
+			get(3, "k", 1, 4, 5),
+		}, checkConfig{GenBound: time.Second}},
 		{"an InvalidateOnWrite during a fault promises nothing", []Event{
 			write(1, opSet, "k", 1, 0, 1),
 			write(2, opIOW, "k", 2, 2, 3),

@@ -246,6 +246,8 @@ type result struct {
 	Stale      int
 	Corrupt    int
 	MaxStale   time.Duration
+	Excused    int
+	MaxExcused time.Duration
 }
 
 func (r *result) add(o result) {
@@ -272,6 +274,8 @@ func (r *result) add(o result) {
 	r.Stale += o.Stale
 	r.Corrupt += o.Corrupt
 	r.MaxStale = max(r.MaxStale, o.MaxStale)
+	r.Excused += o.Excused
+	r.MaxExcused = max(r.MaxExcused, o.MaxExcused)
 }
 
 // table prints r: operations by kind and outcome, faults, what the checker
@@ -295,6 +299,7 @@ func (r *result) table() string {
 	tw.Flush()
 	fmt.Fprintf(&b, "%d runs, %v: %d operations, %d faults; %d reads checked against %d promises (%d InvalidateOnWrite untrusted: overlapped a fault or an error)\n",
 		r.Runs, r.Elapsed.Round(time.Millisecond), total, faults, r.Reads, r.Promises, r.Untrusted)
+	fmt.Fprintf(&b, "within the bounds: %d reads older than another process's promise (longest %v)\n", r.Excused, r.MaxExcused.Round(time.Microsecond))
 	fmt.Fprintf(&b, "violations: %d stale (longest %v), %d corrupt", r.Stale, r.MaxStale.Round(time.Millisecond), r.Corrupt)
 	for _, k := range sortedKeys(r.Violations) {
 		fmt.Fprintf(&b, "\n  %6d  %s", r.Violations[k], k)
@@ -342,9 +347,8 @@ func runScenario(t *testing.T, sc scenario, seed uint64) result {
 			SocketTimeout: ps.SocketTimeout, Goroutines: ps.Goroutines, Mix: ps.Mix,
 			LoadDelayMax: ps.LoadDelayMax, Think: ps.Think, PinKeys: ps.PinKeys,
 		}
-		bounds[i] = *remoteBound
 		if ps.Near {
-			bounds[i] = max(*nearBound, *remoteBound)
+			bounds[i] = *nearBound
 		}
 		var p process
 		if ps.OS {
@@ -419,7 +423,7 @@ wait:
 
 	history := rec.history()
 	sort.SliceStable(history, func(i, j int) bool { return history[i].Start < history[j].Start })
-	vs, st := check(history, checkConfig{Bound: bounds, Grace: time.Second, DeleteDoesNotFence: !*deleteFences})
+	vs, st := check(history, checkConfig{Bound: bounds, GenBound: *remoteBound, Grace: time.Second, DeleteDoesNotFence: !*deleteFences})
 	var specs []string
 	for _, p := range sc.Procs {
 		specs = append(specs, p.String())
@@ -458,6 +462,7 @@ func tally(history []Event, vs []violation, st checkStats, elapsed time.Duration
 		Runs: 1, Elapsed: elapsed,
 		Ops: map[string][2]int{}, Faults: map[string][2]int{}, Violations: map[string]int{},
 		Reads: st.Reads, Promises: st.Promises, Untrusted: st.Untrusted, MaxStale: st.MaxStaleness,
+		Excused: st.Excused, MaxExcused: st.MaxExcused,
 	}
 	for _, e := range history {
 		m, name := r.Ops, e.Op

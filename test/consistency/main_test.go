@@ -23,9 +23,15 @@ var (
 	// plus room for scheduling on a loaded machine.
 	nearBound = flag.Duration("near-bound", 1250*time.Millisecond, "Staleness allowed to a near-cache for other processes' writes and invalidations.")
 	// remoteBound is the staleness allowed to reads from Redis for other
-	// processes' invalidations: 0, since the design has a library
-	// invalidation "visible at once to every process".
-	remoteBound = flag.Duration("remote-bound", 0, "Staleness allowed to reads from Redis for other processes' writes and invalidations.")
+	// processes' generation bumps (InvalidateOnWrite, Invalidate "p:*"):
+	// they reach other processes over the events channel, within its
+	// delivery delay when healthy (well under a millisecond) and within
+	// Config.EventsLease (1s at defaults) whatever the channel does
+	// (docs/generations.md), plus room for scheduling on a loaded machine.
+	// Sets, Deletes and single-key Invalidates change the key in Redis
+	// itself and get no bound for reads from Redis; nor does any read of
+	// the invalidating process.
+	remoteBound = flag.Duration("remote-bound", 1250*time.Millisecond, "Staleness allowed to reads from Redis for other processes' generation bumps (InvalidateOnWrite, Invalidate of a whole prefix).")
 	// deleteFences makes Delete fence loads like Invalidate does: a
 	// write-back whose load began before another process's Delete of the
 	// key never lands after it. pkg/cache's GetOrLoad promises it within a
