@@ -113,6 +113,28 @@ func (r *CachePolicyReconciler) newRun(s *scope, trigger string, sel selection) 
 	return run
 }
 
+// keepFor is what the purge of run's i-th pattern leaves in place (see
+// purge.Options.Keep): pkg/cache's tombstones always, and for a bumped
+// prefix its entries of the generation status records or later. Deleting a
+// tombstone or an entry written after the bump would put the key back to
+// "missing", and a loader's write-back whose miss saw it missing would then
+// land over a newer write. A deletion purge keeps nothing: the data goes
+// with the policy.
+func keepFor(p *cachev1alpha1.CachePolicy, run *cachev1alpha1.InvalidationStatus, i int) *int64 {
+	if run.Trigger == TriggerDeletion {
+		return nil
+	}
+	keep := int64(0)
+	if i < len(run.Prefixes) {
+		for _, ps := range p.Status.Prefixes {
+			if ps.Name == run.Prefixes[i] {
+				keep = ps.Generation
+			}
+		}
+	}
+	return &keep
+}
+
 // startRun makes run the current one: readers of its prefixes stop seeing old
 // entries at once (generation bump), then the SCAN reclaim begins.
 func (r *CachePolicyReconciler) startRun(ctx context.Context, s *scope, run *cachev1alpha1.InvalidationStatus) bool {
@@ -155,6 +177,7 @@ func (r *CachePolicyReconciler) advanceRun(ctx context.Context, s *scope) {
 		if err != nil {
 			cursors = nil // a mangled checkpoint costs a rescan, never a lost run
 		}
+		opt.Keep = keepFor(p, run, int(run.Checkpoint.Pattern))
 		err = s.store.Purge(ctx, run.Patterns[run.Checkpoint.Pattern], cursors, opt, func(cs []NodeCursor, deleted int64) error {
 			run.KeysDeleted += deleted
 			metricKeysDeleted.Add(float64(deleted))
