@@ -124,8 +124,10 @@ type Config struct {
 	KeyPrefix string
 	// Codec encodes values. Default JSON (encoding/json).
 	Codec Codec
-	// Logger receives fail-open and background errors, at most one a second.
-	// Default: discard.
+	// Logger receives fail-open and background errors at Warn, at most one
+	// a second, and recoveries at Info. Default slog.Default() (as of New),
+	// so that a cache that cannot reach Redis says so; to silence it, pass
+	// slog.New(slog.DiscardHandler).
 	Logger *slog.Logger
 	// PolicyRefresh is how often the policy is re-read from Redis, as a
 	// fallback for missed change events. Default 5s; negative disables policy
@@ -165,6 +167,23 @@ type Config struct {
 	// goroutine's commands run in the order it issued them. go-redis marks
 	// the autopipeliner experimental, hence off by default.
 	AutoPipeline bool
+	// Client, when set, is the Redis client the cache uses instead of
+	// opening its own pool: a *redis.Client (Standalone, or a failover
+	// client from redis.NewFailoverClient) or a *redis.ClusterClient. Its
+	// hooks (redisotel tracing and metrics, say) see the cache's commands,
+	// and Close leaves it open: it stays the caller's. URL, Addrs,
+	// MasterName, Username, Password, TLSConfig, MaxConnections and
+	// KeepAlive must then be unset (the client's own options apply), and
+	// Mode unset or matching the client.
+	//
+	// The events subscription and the near-cache's tracking connection
+	// are dedicated connections dialed with the client's options; the
+	// near-cache needs a Standalone client (with a CredentialsProvider in
+	// place of a password it cannot authenticate, and stays off). The
+	// cache adds no hook to the client, so SocketTimeout bounds each call
+	// through its context: set ContextTimeoutEnabled on the client, or its
+	// own read and write timeouts bound the round trips instead.
+	Client redis.UniversalClient
 	// NearCache, when set, keeps hot entries in process memory in front of
 	// Redis, invalidated by Redis itself across processes (see
 	// NearCacheConfig). nil: off.
@@ -213,6 +232,10 @@ type Cache struct {
 	dialing  *universal
 	retrying bool // guarded by mu
 	retryWG  sync.WaitGroup
+	// ready is closed once the cache first connects (Ready).
+	ready chan struct{}
+	// external: the client is Config.Client, the caller's to close.
+	external bool
 
 	prefixes
 
@@ -259,14 +282,24 @@ type Cache struct {
 	globInvalidations atomic.Int64
 }
 
-// New validates cfg and applies defaults. It does not dial: call Connect.
+// New validates cfg and applies defaults. It does not dial: call Connect,
+// which reports an unreachable Redis (a hard start-up failure); Open does
+// both without waiting.
 func New(cfg Config) (*Cache, error) {
+	external := cfg.Client != nil
+	if external {
+		mode, err := checkClient(cfg)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Mode = mode
+	}
 	if cfg.Mode == "" {
 		cfg.Mode = ModeStandalone
 	}
 	// Only a standalone server has a default location; a cluster or
 	// sentinels without addresses are a configuration error.
-	if cfg.URL == "" && cfg.Mode == ModeStandalone {
+	if cfg.URL == "" && cfg.Mode == ModeStandalone && !external {
 		cfg.URL = DefaultURL
 	}
 	cfg.Addrs = slices.Clone(cfg.Addrs) // the caller may reuse its slice
@@ -302,7 +335,7 @@ func New(cfg Config) (*Cache, error) {
 		return nil, fmt.Errorf("cache: Config.EventsLease %v is shorter than %v (the events channel is PINGed four times per lease)", cfg.EventsLease, MinEventsLease)
 	}
 	switch {
-	case cfg.MaxConnections == 0:
+	case cfg.MaxConnections == 0 && !external:
 		cfg.MaxConnections = DefaultMaxConnections
 	case cfg.MaxConnections < 0:
 		return nil, fmt.Errorf("cache: Config.MaxConnections is negative (%d)", cfg.MaxConnections)
@@ -311,7 +344,7 @@ func New(cfg Config) (*Cache, error) {
 		cfg.Codec = jsonCodec{}
 	}
 	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
+		cfg.Logger = slog.Default()
 	}
 	conn := redisconn.Options{
 		Mode:       cfg.Mode,
@@ -330,17 +363,22 @@ func New(cfg Config) (*Cache, error) {
 		// remain.
 		DialerRetries: 1,
 	}
-	if err := redisconn.Validate(conn); err != nil {
-		return nil, fmt.Errorf("cache: %w", err)
+	db := redisconn.DB(cfg.URL)
+	if external {
+		db = clientDB(cfg.Client)
+	} else if err := validateConn(cfg, conn); err != nil {
+		return nil, err
 	}
 	c := &Cache{
-		cfg:     cfg,
-		conn:    conn,
-		space:   keyspace.New(cfg.KeyPrefix).InDB(redisconn.DB(cfg.URL)),
-		codec:   cfg.Codec,
-		log:     cfg.Logger,
-		timeout: cfg.SocketTimeout,
-		bound:   newDeadlines(cfg.SocketTimeout),
+		cfg:      cfg,
+		conn:     conn,
+		external: external,
+		ready:    make(chan struct{}),
+		space:    keyspace.New(cfg.KeyPrefix).InDB(db),
+		codec:    cfg.Codec,
+		log:      cfg.Logger,
+		timeout:  cfg.SocketTimeout,
+		bound:    newDeadlines(cfg.SocketTimeout),
 		loadTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:        "cacheplane_cache_load_duration_seconds",
 			Help:        "Time spent in loaders after a cache miss, by key prefix.",
@@ -379,28 +417,48 @@ func (c *Cache) Connect(ctx context.Context) error {
 	if c.client.Load() != nil {
 		return nil
 	}
-	if c.dialing == nil {
-		rc, err := redisconn.NewUniversal(c.conn)
-		if err != nil {
-			return fmt.Errorf("cache: %w", err) // a configuration error: retrying cannot help
-		}
-		rc.AddHook(roundTripDeadline{c.bound})
-		if cc, ok := rc.(*redis.ClusterClient); ok {
-			// Invalidate talks to each master's own client (ForEachMaster),
-			// which the cluster client's hooks do not cover.
-			cc.OnNewNode(func(node *redis.Client) { node.AddHook(roundTripDeadline{c.bound}) })
-		}
-		c.dialing = &universal{rc}
+	if err := c.dial(); err != nil {
+		return err
 	}
 	if err := c.ping(ctx, c.dialing); err != nil {
-		if !c.retrying {
-			c.retrying = true
-			c.retryWG.Go(c.retryConnect)
-		}
+		c.retryInBackground()
 		return fmt.Errorf("cache: connect to %s (retrying in the background): %w", c.target(), err)
 	}
 	c.start(ctx)
 	return nil
+}
+
+// dial makes the client Connect pings, unless there is one. Called with mu
+// held.
+func (c *Cache) dial() error {
+	if c.dialing != nil {
+		return nil
+	}
+	if c.external {
+		// The caller's client, as it is: no hook of ours on it.
+		c.dialing = &universal{c.cfg.Client}
+		return nil
+	}
+	rc, err := redisconn.NewUniversal(c.conn)
+	if err != nil {
+		return fmt.Errorf("cache: %w", err) // a configuration error: retrying cannot help
+	}
+	rc.AddHook(roundTripDeadline{c.bound})
+	if cc, ok := rc.(*redis.ClusterClient); ok {
+		// Invalidate talks to each master's own client (ForEachMaster),
+		// which the cluster client's hooks do not cover.
+		cc.OnNewNode(func(node *redis.Client) { node.AddHook(roundTripDeadline{c.bound}) })
+	}
+	c.dialing = &universal{rc}
+	return nil
+}
+
+// retryInBackground starts retryConnect unless it runs. Called with mu held.
+func (c *Cache) retryInBackground() {
+	if !c.retrying {
+		c.retrying = true
+		c.retryWG.Go(c.retryConnect)
+	}
 }
 
 func (c *Cache) ping(ctx context.Context, cl *universal) error {
@@ -450,7 +508,7 @@ func (c *Cache) retryConnect() {
 		c.start(c.life)
 		c.retrying = false
 		c.mu.Unlock()
-		c.log.Info("cache: connected to Redis after retrying", "target", c.target(), "attempts", failures+1)
+		c.log.Info("cache: connected to Redis", "target", c.target(), "attempts", failures+1)
 		return
 	}
 }
@@ -494,10 +552,11 @@ func (c *Cache) start(ctx context.Context) {
 		c.bg.Go(func() { c.near.run(bg, c) })
 	}
 	c.client.Store(cl)
+	close(c.ready)
 }
 
 // Close stops following the policy, flushes pending statistics and closes the
-// connection pool. It is idempotent; later calls return the first one's result.
+// connection pool (not a Config.Client, which stays the caller's). It is idempotent; later calls return the first one's result.
 func (c *Cache) Close() error {
 	if c == nil {
 		return nil
@@ -515,7 +574,9 @@ func (c *Cache) Close() error {
 	c.reclaimMu.Unlock() //nolint:staticcheck // a barrier
 	c.reclaimWG.Wait()
 	if c.dialing != nil {
-		_ = c.dialing.Close()
+		if !c.external {
+			_ = c.dialing.Close()
+		}
 		c.dialing = nil
 	}
 	cl := c.client.Swap(nil)
@@ -529,7 +590,11 @@ func (c *Cache) Close() error {
 			flushErr = fmt.Errorf("cache: flush stats: %w", err)
 		}
 	}
-	c.closeErr = errors.Join(flushErr, cl.Close())
+	var closeErr error
+	if !c.external {
+		closeErr = cl.Close()
+	}
+	c.closeErr = errors.Join(flushErr, closeErr)
 	return c.closeErr
 }
 
@@ -551,6 +616,9 @@ type universal struct{ redis.UniversalClient }
 
 // target describes where the cache connects, without credentials, for errors.
 func (c *Cache) target() string {
+	if c.external {
+		return clientTarget(c.cfg.Client)
+	}
 	switch c.cfg.Mode {
 	case ModeCluster:
 		return fmt.Sprintf("Redis Cluster %v", c.seeds())

@@ -11,19 +11,26 @@ import (
 	"strings"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/cacheplane/cacheplane/pkg/cache"
 )
 
 func Example() {
 	ctx := context.Background()
-	c, err := cache.New(cache.Config{URL: os.Getenv("REDIS_URL"), KeyPrefix: "myapp"})
+	// Open fails only on a bad Config. If Redis is down it connects in the
+	// background, and the cache fails open (loaders serve) until then.
+	c, err := cache.Open(ctx, cache.Config{URL: os.Getenv("REDIS_URL"), KeyPrefix: "myapp"})
 	if err != nil {
 		log.Fatal(err)
 	}
-	if err := c.Connect(ctx); err != nil {
-		log.Fatal(err)
-	}
 	defer c.Close()
+	// Optional: give Redis a moment, so that the first calls use it.
+	wait, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := c.Ready(wait); err != nil {
+		log.Printf("Redis not reachable yet, serving without it: %v", err)
+	}
 
 	type User struct {
 		Name  string `json:"name"`
@@ -45,6 +52,42 @@ func Example() {
 	// Output:
 	// true John
 	// hits=1 misses=0 hit rate=100.0%
+}
+
+// A service with an instrumented go-redis client (redisotel hooks, say)
+// hands it to the cache: the cache's commands go through its hooks, and
+// the client stays the service's to close.
+func ExampleConfig_client() {
+	ctx := context.Background()
+	rdb := redis.NewClient(&redis.Options{Addr: redisAddr(), ContextTimeoutEnabled: true})
+	defer rdb.Close()
+	// rdb.AddHook(...): redisotel.InstrumentTracing(rdb), for instance.
+
+	c, err := cache.Open(ctx, cache.Config{Client: rdb, KeyPrefix: "example-client"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := c.Ready(ctx); err != nil {
+		log.Fatal(err)
+	}
+	if err := c.Set(ctx, "greeting:1", "hello", time.Minute); err != nil {
+		log.Fatal(err)
+	}
+	c.Close() // rdb stays open
+
+	// In Redis, a key is the KeyPrefix, a colon, then the cache's key.
+	n, err := rdb.Exists(ctx, "example-client:greeting:1").Result()
+	fmt.Println(n, err, rdb.Ping(ctx).Val())
+	// Output: 1 <nil> PONG
+}
+
+// redisAddr is REDIS_URL's host:port.
+func redisAddr() string {
+	opt, err := redis.ParseURL(os.Getenv("REDIS_URL"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	return opt.Addr
 }
 
 func ExampleGenerateKey() {

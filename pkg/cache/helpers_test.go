@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"log/slog"
 	"net"
 	"os"
 	"strings"
@@ -27,6 +28,9 @@ func TestMain(m *testing.M) {
 	// go-redis logs every failed dial to stderr; the fail-open tests cause
 	// hundreds on purpose.
 	redis.SetLogger(quietLogger{})
+	// Caches without a Logger log to slog.Default(); the fail-open tests
+	// would fill the output of a failing run.
+	slog.SetDefault(slog.New(slog.DiscardHandler))
 	srv = testredis.MustStart()
 	// The examples read it, so that they run as they would in an app.
 	os.Setenv("REDIS_URL", srv.URL(0))

@@ -14,7 +14,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cacheplane/cacheplane/internal/keyspace"
-	"github.com/cacheplane/cacheplane/internal/redisconn"
 )
 
 // Defaults of NearCacheConfig's zero fields.
@@ -333,7 +332,7 @@ func (n *nearCache) invalidate(space keyspace.Space, keys []string) {
 // while it is up.
 func (n *nearCache) run(ctx context.Context, c *Cache) {
 	defer n.closed.Store(true)
-	dial, err := c.nearDialer()
+	dial, user, pass, err := c.nearDialer()
 	if err != nil {
 		n.disable(c, err)
 		return
@@ -342,7 +341,7 @@ func (n *nearCache) run(ctx context.Context, c *Cache) {
 	backoff := time.Duration(0)
 	lost := false
 	for ctx.Err() == nil {
-		t, err := dialTracker(ctx, dial, c.cfg.Username, c.cfg.Password, prefixes, c.timeout)
+		t, err := dialTracker(ctx, dial, user, pass, prefixes, c.timeout)
 		if err != nil {
 			if errors.Is(err, errTrackingRefused) {
 				n.disable(c, err)
@@ -415,15 +414,16 @@ func (n *nearCache) disable(c *Cache, err error) {
 	c.log.Warn("cache: near-cache disabled; reads go to Redis", "err", err)
 }
 
-// nearDialer returns how to dial the tracking connection: like the pool's
-// connections (address, TLS, keep-alive, dial timeout).
-func (c *Cache) nearDialer() (func(context.Context) (net.Conn, error), error) {
+// nearDialer returns how to dial the tracking connection, and its
+// credentials: like the pool's connections (address, TLS, keep-alive, dial
+// timeout).
+func (c *Cache) nearDialer() (dial func(context.Context) (net.Conn, error), username, password string, err error) {
 	if c.cfg.Mode != ModeStandalone {
-		return nil, fmt.Errorf("the near-cache needs Standalone mode, not %s", c.cfg.Mode)
+		return nil, "", "", fmt.Errorf("the near-cache needs Standalone mode, not %s", c.cfg.Mode)
 	}
-	opts, err := redisconn.ClientOptions(c.conn)
+	opts, err := c.standaloneOptions()
 	if err != nil {
-		return nil, err
+		return nil, "", "", err
 	}
 	if c.near != nil && c.near.trackAddr != "" {
 		opts.Addr = c.near.trackAddr
@@ -433,7 +433,7 @@ func (c *Cache) nearDialer() (func(context.Context) (net.Conn, error), error) {
 			return opts.Dialer(ctx, opts.Network, opts.Addr)
 		}
 		return redis.NewDialer(opts)(ctx, opts.Network, opts.Addr)
-	}, nil
+	}, opts.Username, opts.Password, nil
 }
 
 // read returns key's payload from the near-cache or from Redis. local

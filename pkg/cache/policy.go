@@ -12,7 +12,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cacheplane/cacheplane/internal/keyspace"
-	"github.com/cacheplane/cacheplane/internal/redisconn"
 )
 
 // The policy of the KeyPrefix lives in the hash keyspace.Space.PolicyKey,
@@ -230,7 +229,7 @@ func (c *Cache) eventsClient(cl *universal) (redis.UniversalClient, error) {
 	if c.eventsAddr == "" {
 		return cl, nil
 	}
-	opts, err := redisconn.ClientOptions(c.conn)
+	opts, err := c.standaloneOptions()
 	if err != nil {
 		return nil, err
 	}
