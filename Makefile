@@ -21,7 +21,7 @@ KUBECTL ?= kubectl
 GO_TEST_FLAGS ?= -race -count=1 -timeout 30m
 # Every Go module of the repository: `go test ./...` stops at a nested go.mod,
 # so vet, lint and test walk each one (the root last: its results close the log).
-GO_MODULES ?= bench .
+GO_MODULES ?= pkg/cache bench .
 
 SHELL := /usr/bin/env bash
 .SHELLFLAGS := -euo pipefail -c
@@ -105,8 +105,8 @@ bench: ## Run the library benchmarks against a real redis-server.
 	@# pkg/cache and the purge engine with them and writes docs/benchmarks.md.
 	cd bench && go run . $(BENCH_FLAGS)
 	@if [ "$(GOTEST)" = 1 ]; then \
-	  echo "==> go test -bench ./pkg/cache/"; \
-	  go test -run '^$$' -bench . -benchmem ./pkg/cache/; \
+	  echo "==> go test -bench . (module pkg/cache)"; \
+	  cd pkg/cache && go test -run '^$$' -bench . -benchmem .; \
 	fi
 
 ##@ Build

@@ -3,6 +3,7 @@ module github.com/cacheplane/cacheplane
 go 1.26.0
 
 require (
+	github.com/cacheplane/cacheplane/pkg/cache v0.0.0
 	github.com/go-logr/logr v1.4.3
 	github.com/prometheus/client_golang v1.25.0
 	github.com/prometheus/client_model v0.6.3
@@ -112,3 +113,5 @@ require (
 	sigs.k8s.io/randfill v1.0.0 // indirect
 	sigs.k8s.io/structured-merge-diff/v6 v6.4.2 // indirect
 )
+
+replace github.com/cacheplane/cacheplane/pkg/cache => ./pkg/cache

@@ -2,10 +2,8 @@ module github.com/cacheplane/cacheplane/bench
 
 go 1.26.0
 
-replace github.com/cacheplane/cacheplane => ../
-
 require (
-	github.com/cacheplane/cacheplane v0.0.0
+	github.com/cacheplane/cacheplane/pkg/cache v0.0.0
 	github.com/go-redis/cache/v9 v9.0.0
 	github.com/redis/go-redis/v9 v9.23.0
 	github.com/redis/rueidis v1.0.79
@@ -15,6 +13,7 @@ require (
 require (
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
+	github.com/fsnotify/fsnotify v1.9.0 // indirect
 	github.com/klauspost/compress v1.20.1 // indirect
 	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
 	github.com/prometheus/client_golang v1.25.0 // indirect
@@ -30,3 +29,5 @@ require (
 	golang.org/x/time v0.15.0 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
 )
+
+replace github.com/cacheplane/cacheplane/pkg/cache => ../pkg/cache

@@ -24,7 +24,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cacheplane/cacheplane/internal/purge"
+	"github.com/cacheplane/cacheplane/pkg/cache/purge"
 )
 
 func main() {

@@ -13,7 +13,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/cacheplane/cacheplane/internal/purge"
+	"github.com/cacheplane/cacheplane/pkg/cache/purge"
 )
 
 // The purge benchmark: delete the half of a 1M-key database that matches a
@@ -127,7 +127,7 @@ func (p *purgeBench) serverCPU(ctx context.Context) time.Duration {
 	return time.Duration(total * float64(time.Second))
 }
 
-// engine is the project's purge (internal/purge), as Invalidate and the
+// engine is the project's purge (pkg/cache/purge), as Invalidate and the
 // controller run it.
 func (p *purgeBench) engine(opt purge.Options) func(context.Context) (int64, error) {
 	return func(ctx context.Context) (int64, error) {

@@ -1,16 +1,16 @@
 package main
 
 import (
-	"github.com/cacheplane/cacheplane/internal/testredis"
+	"github.com/cacheplane/cacheplane/pkg/cache/redistest"
 )
 
 // server is a redis-server child process on a free loopback port with
-// persistence off: the test suites' (internal/testredis), which bench may
+// persistence off: the test suites' (pkg/cache/redistest), which bench may
 // use as a module of this repository.
-type server struct{ *testredis.Server }
+type server struct{ *redistest.Server }
 
 func startServer(args ...string) (*server, error) {
-	s, err := testredis.Start(args...)
+	s, err := redistest.Start(args...)
 	if err != nil {
 		return nil, err
 	}

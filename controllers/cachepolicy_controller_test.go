@@ -15,8 +15,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	cachev1alpha1 "github.com/cacheplane/cacheplane/api/v1alpha1"
-	"github.com/cacheplane/cacheplane/internal/keyspace"
-	"github.com/cacheplane/cacheplane/internal/testredis"
+	"github.com/cacheplane/cacheplane/pkg/cache/keyspace"
+	"github.com/cacheplane/cacheplane/pkg/cache/redistest"
 )
 
 func TestTokenAdoptedAtCreationThenEachChangeRunsOnce(t *testing.T) {
@@ -154,7 +154,7 @@ func TestMaxKeysPerSecond(t *testing.T) {
 }
 
 func TestRedisDownThenBack(t *testing.T) {
-	own, err := testredis.Start()
+	own, err := redistest.Start()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,7 +239,7 @@ func TestRunResumesAfterManagerRestart(t *testing.T) {
 
 func TestSecretPassword(t *testing.T) {
 	const password = "s3cr3t-Pa55word-for-test"
-	own, err := testredis.Start("--requirepass", password)
+	own, err := redistest.Start("--requirepass", password)
 	if err != nil {
 		t.Fatal(err)
 	}

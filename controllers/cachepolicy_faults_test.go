@@ -13,13 +13,13 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cachev1alpha1 "github.com/cacheplane/cacheplane/api/v1alpha1"
-	"github.com/cacheplane/cacheplane/internal/testredis"
+	"github.com/cacheplane/cacheplane/pkg/cache/redistest"
 )
 
 // A Redis that stops answering (network stall, not a refused connection) is
 // reported within the controller's Redis timeout, and recovery is seen too.
 func TestNetworkStallIsReported(t *testing.T) {
-	proxy, err := testredis.StartProxy(srv.Addr())
+	proxy, err := redistest.StartProxy(srv.Addr())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,7 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	cachev1alpha1 "github.com/cacheplane/cacheplane/api/v1alpha1"
-	"github.com/cacheplane/cacheplane/internal/purge"
+	"github.com/cacheplane/cacheplane/pkg/cache/purge"
 )
 
 // TriggerDeletion names the purge a Purge deletion policy runs.

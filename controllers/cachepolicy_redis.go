@@ -17,8 +17,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	cachev1alpha1 "github.com/cacheplane/cacheplane/api/v1alpha1"
-	"github.com/cacheplane/cacheplane/internal/keyspace"
-	"github.com/cacheplane/cacheplane/internal/redisconn"
+	"github.com/cacheplane/cacheplane/pkg/cache/keyspace"
+	"github.com/cacheplane/cacheplane/pkg/cache/redisconn"
 )
 
 // redisTimeout bounds each Redis call of a reconcile, so a stalled server

@@ -13,7 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cachev1alpha1 "github.com/cacheplane/cacheplane/api/v1alpha1"
-	"github.com/cacheplane/cacheplane/internal/testredis"
+	"github.com/cacheplane/cacheplane/pkg/cache/redistest"
 )
 
 // waitMidRun waits until the policy's run is under way, with more than 2,000
@@ -34,13 +34,13 @@ func waitMidRun(t *testing.T, p *cachev1alpha1.CachePolicy) metav1.MicroTime {
 // fillCluster writes n keys through a cluster client.
 func fillCluster(t *testing.T, c *redis.ClusterClient, format string, n int) {
 	t.Helper()
-	if err := testredis.Fill(context.Background(), c, format, n); err != nil {
+	if err := redistest.Fill(context.Background(), c, format, n); err != nil {
 		t.Fatal(err)
 	}
 }
 
 // countPerMaster counts the keys matching pattern on each master.
-func countPerMaster(t *testing.T, cl *testredis.Cluster, pattern string) (total int, perNode []int) {
+func countPerMaster(t *testing.T, cl *redistest.Cluster, pattern string) (total int, perNode []int) {
 	t.Helper()
 	for _, n := range cl.Nodes {
 		c := n.Client()
@@ -62,7 +62,7 @@ func countPerMaster(t *testing.T, cl *testredis.Cluster, pattern string) (total 
 // A purge of 100,000 keys spread over three masters deletes every matching
 // key on every master and nothing else, with a cursor per master.
 func TestClusterInvalidation(t *testing.T) {
-	cl, err := testredis.StartCluster(3)
+	cl, err := redistest.StartCluster(3)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +114,7 @@ func TestClusterInvalidation(t *testing.T) {
 // Redis killed in the middle of a run (its AOF keeps what was deleted), then
 // restarted: the run fails, is retried with backoff, resumes and completes.
 func TestRunSurvivesRedisCrash(t *testing.T) {
-	own, err := testredis.Start("--appendonly", "yes", "--appendfsync", "always")
+	own, err := redistest.Start("--appendonly", "yes", "--appendfsync", "always")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +122,7 @@ func TestRunSurvivesRedisCrash(t *testing.T) {
 	oc := own.Client()
 	defer oc.Close()
 	ctx := context.Background()
-	if err := testredis.Fill(ctx, oc, "crash:users:%d", 20000); err != nil {
+	if err := redistest.Fill(ctx, oc, "crash:users:%d", 20000); err != nil {
 		t.Fatal(err)
 	}
 	ns := namespace(t)
@@ -281,7 +281,7 @@ func TestThousandPolicies(t *testing.T) {
 // On Sentinel, the controller follows the master through a failover: a run
 // started before it completes on the new master.
 func TestSentinelFailover(t *testing.T) {
-	d, err := testredis.StartSentinel()
+	d, err := redistest.StartSentinel()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -289,7 +289,7 @@ func TestSentinelFailover(t *testing.T) {
 	ctx := context.Background()
 	mc := d.Client()
 	defer mc.Close()
-	if err := testredis.Fill(ctx, mc, "sent:users:%d", 20000); err != nil {
+	if err := redistest.Fill(ctx, mc, "sent:users:%d", 20000); err != nil {
 		t.Fatal(err)
 	}
 	master, err := d.Master()

@@ -11,7 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	cachev1alpha1 "github.com/cacheplane/cacheplane/api/v1alpha1"
-	"github.com/cacheplane/cacheplane/internal/testredis"
+	"github.com/cacheplane/cacheplane/pkg/cache/redistest"
 )
 
 func createSecret(t *testing.T, ns, name string, data map[string][]byte) *corev1.Secret {
@@ -26,12 +26,12 @@ func createSecret(t *testing.T, ns, name string, data map[string][]byte) *corev1
 // TLS with the CA (and a client certificate) from Secrets works; a wrong CA
 // is refused with a condition that says so.
 func TestTLS(t *testing.T) {
-	own, err := testredis.StartTLS(testredis.ClientAuthYes)
+	own, err := redistest.StartTLS(redistest.ClientAuthYes)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer own.Close()
-	wrong, err := testredis.NewCerts(t.TempDir())
+	wrong, err := redistest.NewCerts(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,8 +71,8 @@ func TestTLS(t *testing.T) {
 // The controller works with an ACL user limited to the policy's keys and
 // channel; a rotated password is picked up from the Secret without a restart.
 func TestACLUserAndPasswordRotation(t *testing.T) {
-	user := testredis.CacheUser("tenant", "first-Pa55", "acl")
-	own, err := testredis.Start(user.Args()...)
+	user := redistest.CacheUser("tenant", "first-Pa55", "acl")
+	own, err := redistest.Start(user.Args()...)
 	if err != nil {
 		t.Fatal(err)
 	}

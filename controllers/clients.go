@@ -8,7 +8,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/types"
 
-	"github.com/cacheplane/cacheplane/internal/redisconn"
+	"github.com/cacheplane/cacheplane/pkg/cache/redisconn"
 )
 
 // storeCache shares one open Store among the policies whose connections are

@@ -4,9 +4,9 @@ import (
 	"context"
 	"testing"
 
-	"github.com/cacheplane/cacheplane/internal/keyspace"
-	"github.com/cacheplane/cacheplane/internal/redisconn"
-	"github.com/cacheplane/cacheplane/internal/testredis"
+	"github.com/cacheplane/cacheplane/pkg/cache/keyspace"
+	"github.com/cacheplane/cacheplane/pkg/cache/redisconn"
+	"github.com/cacheplane/cacheplane/pkg/cache/redistest"
 )
 
 // SyncPolicy raises generations to the floors status remembers, atomically:
@@ -14,7 +14,7 @@ import (
 // generations hash comes back above every generation handed out before.
 func TestSyncPolicyNeverLowersGenerations(t *testing.T) {
 	ctx := context.Background()
-	srv, err := testredis.Start()
+	srv, err := redistest.Start()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,14 +26,14 @@ import (
 	cachev1alpha1 "github.com/cacheplane/cacheplane/api/v1alpha1"
 	"github.com/cacheplane/cacheplane/controllers"
 	"github.com/cacheplane/cacheplane/internal/testenv"
-	"github.com/cacheplane/cacheplane/internal/testredis"
+	"github.com/cacheplane/cacheplane/pkg/cache/redistest"
 )
 
 var (
 	env       *testenv.Env
 	cfg       *rest.Config
 	k8s       client.Client
-	srv       *testredis.Server
+	srv       *redistest.Server
 	rdb       *redis.Client
 	logs      = &testenv.LogBuffer{}
 	managerMu sync.Mutex
@@ -42,7 +42,7 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	srv = testredis.MustStart()
+	srv = redistest.MustStart()
 	var err error
 	env, cfg, err = testenv.Start()
 	if err != nil {
@@ -258,7 +258,7 @@ func update(t *testing.T, p *cachev1alpha1.CachePolicy, change func(*cachev1alph
 
 func fill(t *testing.T, format string, n int) {
 	t.Helper()
-	if err := testredis.Fill(context.Background(), rdb, format, n); err != nil {
+	if err := redistest.Fill(context.Background(), rdb, format, n); err != nil {
 		t.Fatal(err)
 	}
 }

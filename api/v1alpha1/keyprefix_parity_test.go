@@ -14,7 +14,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	v1alpha1 "github.com/cacheplane/cacheplane/api/v1alpha1"
-	"github.com/cacheplane/cacheplane/internal/keyspace"
+	"github.com/cacheplane/cacheplane/pkg/cache/keyspace"
 )
 
 // TestKeyPrefixRulesMatchTheLibrary walks one table of key prefixes through

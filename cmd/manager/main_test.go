@@ -21,7 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/cacheplane/cacheplane/internal/testenv"
-	"github.com/cacheplane/cacheplane/internal/testredis"
+	"github.com/cacheplane/cacheplane/pkg/cache/redistest"
 )
 
 // TestSecureMetrics runs the manager as main does (run with the flags'
@@ -41,7 +41,7 @@ func TestSecureMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	port, err := testredis.FreePort()
+	port, err := redistest.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}

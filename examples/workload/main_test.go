@@ -15,15 +15,15 @@ import (
 
 	"k8s.io/apimachinery/pkg/util/wait"
 
-	"github.com/cacheplane/cacheplane/internal/keyspace"
-	"github.com/cacheplane/cacheplane/internal/testredis"
 	"github.com/cacheplane/cacheplane/pkg/cache"
+	"github.com/cacheplane/cacheplane/pkg/cache/keyspace"
+	"github.com/cacheplane/cacheplane/pkg/cache/redistest"
 )
 
-var srv *testredis.Server
+var srv *redistest.Server
 
 func TestMain(m *testing.M) {
-	srv = testredis.MustStart()
+	srv = redistest.MustStart()
 	code := m.Run()
 	srv.Close()
 	os.Exit(code)
@@ -210,7 +210,7 @@ func TestBadPutIsRejectedAndInvalidatesNothing(t *testing.T) {
 }
 
 func TestUnreachableRedisFailsAtStart(t *testing.T) {
-	port, err := testredis.FreePort()
+	port, err := redistest.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}

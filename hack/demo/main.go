@@ -39,7 +39,7 @@ import (
 	cachev1alpha1 "github.com/cacheplane/cacheplane/api/v1alpha1"
 	"github.com/cacheplane/cacheplane/internal/testenv"
 	"github.com/cacheplane/cacheplane/internal/testprom"
-	"github.com/cacheplane/cacheplane/internal/testredis"
+	"github.com/cacheplane/cacheplane/pkg/cache/redistest"
 )
 
 // options are the command line.
@@ -111,7 +111,7 @@ type demo struct {
 	env        *testenv.Env
 	kubectl    string
 	k8s        client.Client
-	redis      *testredis.Server
+	redis      *redistest.Server
 	metricsURL string // the manager's Prometheus endpoint
 	promURL    string // the demo's Prometheus, with --prometheus
 	prom       *testprom.Server
@@ -378,7 +378,7 @@ func (d *demo) startControlPlaneAndBuild(ctx context.Context) error {
 
 func (d *demo) startRedis() error {
 	d.say("Starting redis-server on a free port")
-	srv, err := testredis.Start()
+	srv, err := redistest.Start()
 	if err != nil {
 		return err
 	}
@@ -389,11 +389,11 @@ func (d *demo) startRedis() error {
 }
 
 func (d *demo) startManager(ctx context.Context) error {
-	metricsPort, err := testredis.FreePort()
+	metricsPort, err := redistest.FreePort()
 	if err != nil {
 		return err
 	}
-	probePort, err := testredis.FreePort()
+	probePort, err := redistest.FreePort()
 	if err != nil {
 		return err
 	}
@@ -515,7 +515,7 @@ func shellJoin(args []string) string {
 
 // startWorkload starts the example service and the load generator.
 func (d *demo) startWorkload(ctx context.Context) (string, error) {
-	port, err := testredis.FreePort()
+	port, err := redistest.FreePort()
 	if err != nil {
 		return "", err
 	}

@@ -22,7 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/yaml"
 
-	"github.com/cacheplane/cacheplane/internal/testredis"
+	"github.com/cacheplane/cacheplane/pkg/cache/redistest"
 )
 
 // Target is one scrape job: plain HTTP, /metrics, on each address.
@@ -82,7 +82,7 @@ func Start(ctx context.Context, dir string, interval time.Duration, targets []Ta
 	if err := os.WriteFile(configPath, raw, 0o644); err != nil {
 		return nil, err
 	}
-	port, err := testredis.FreePort()
+	port, err := redistest.FreePort()
 	if err != nil {
 		return nil, err
 	}

@@ -6,17 +6,17 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cacheplane/cacheplane/internal/testredis"
 	"github.com/cacheplane/cacheplane/pkg/cache"
+	"github.com/cacheplane/cacheplane/pkg/cache/redistest"
 )
 
 // TestACL runs the cache as an ACL user that may touch only its own key
-// prefix (testredis.CacheUser): the whole API works with those rights, and
+// prefix (redistest.CacheUser): the whole API works with those rights, and
 // Redis really refuses what lies outside them.
 func TestACL(t *testing.T) {
 	const kp = "myapp"
-	u := testredis.CacheUser("app", "app-password", kp)
-	s, err := testredis.Start(u.Args()...)
+	u := redistest.CacheUser("app", "app-password", kp)
+	s, err := redistest.Start(u.Args()...)
 	if err != nil {
 		t.Fatal(err)
 	}

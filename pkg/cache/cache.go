@@ -40,8 +40,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/cacheplane/cacheplane/internal/keyspace"
-	"github.com/cacheplane/cacheplane/internal/redisconn"
+	"github.com/cacheplane/cacheplane/pkg/cache/keyspace"
+	"github.com/cacheplane/cacheplane/pkg/cache/redisconn"
 )
 
 // Defaults applied by New to zero Config fields.

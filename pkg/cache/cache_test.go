@@ -19,9 +19,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/cacheplane/cacheplane/internal/keyspace"
-	"github.com/cacheplane/cacheplane/internal/testredis"
 	"github.com/cacheplane/cacheplane/pkg/cache"
+	"github.com/cacheplane/cacheplane/pkg/cache/keyspace"
+	"github.com/cacheplane/cacheplane/pkg/cache/redistest"
 )
 
 func TestNewValidates(t *testing.T) {
@@ -57,7 +57,7 @@ func TestNewValidates(t *testing.T) {
 
 func TestConnectUnreachable(t *testing.T) {
 	t.Parallel()
-	port, err := testredis.FreePort()
+	port, err := redistest.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -407,7 +407,7 @@ func TestKeyPrefixEscaping(t *testing.T) {
 	}{
 		// Glob characters and ':' never reach a Space through New
 		// (TestNewRejectsWhatTheCRDRejects); FuzzPatternEscape covers their
-		// escaping in internal/keyspace.
+		// escaping in pkg/cache/keyspace.
 		{"plain", "a", []string{"ab:user:1", "b:user:1", "a", "ab"}},
 		{"dash", "a-b", []string{"a-bc:user:1", "a:user:1", "a-b", "a:b:user:1"}},
 		{"slash", "a/b", []string{"a/bc:user:1", "a:user:1", "a/b/c:user:1"}},
@@ -686,7 +686,7 @@ func TestDefault(t *testing.T) {
 	if err := c.Set(ctx, "k:1", 1, 0); !errors.Is(err, cache.ErrClosed) {
 		t.Errorf("the closed default cache still works: %v", err)
 	}
-	port, _ := testredis.FreePort()
+	port, _ := redistest.FreePort()
 	if _, err := cache.InitDefault(ctx, cache.Config{URL: fmt.Sprintf("redis://127.0.0.1:%d", port)}); err == nil || cache.Default() != nil {
 		t.Errorf("InitDefault against a closed port = %v, Default() = %v", err, cache.Default())
 	}

@@ -5,7 +5,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/cacheplane/cacheplane/internal/purge"
+	"github.com/cacheplane/cacheplane/pkg/cache/purge"
 )
 
 // unlinkKeys UNLINKs keys and returns how many existed. Redis Cluster refuses

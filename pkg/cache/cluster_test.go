@@ -8,15 +8,15 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/cacheplane/cacheplane/internal/testredis"
 	"github.com/cacheplane/cacheplane/pkg/cache"
+	"github.com/cacheplane/cacheplane/pkg/cache/redistest"
 )
 
 // TestCluster runs the cache against a real 3-master Redis Cluster, started
 // once for its subtests.
 func TestCluster(t *testing.T) {
 	start := time.Now()
-	cl, err := testredis.StartCluster(3)
+	cl, err := redistest.StartCluster(3)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +39,7 @@ func TestCluster(t *testing.T) {
 
 	t.Run("ACL", func(t *testing.T) {
 		kp := testPrefix(t)
-		u := testredis.CacheUser("app", "app-password", kp)
+		u := redistest.CacheUser("app", "app-password", kp)
 		if err := cl.SetUser(u); err != nil {
 			t.Fatal(err)
 		}
@@ -55,7 +55,7 @@ func TestCluster(t *testing.T) {
 // invalidateClusterWide fills the cluster with 100,000 keys that match and
 // some that do not, spread over every master, and checks that Invalidate
 // deletes exactly the matching ones on each master.
-func invalidateClusterWide(t *testing.T, cl *testredis.Cluster) {
+func invalidateClusterWide(t *testing.T, cl *redistest.Cluster) {
 	const matching = 100_000
 	ctx := context.Background()
 	kp := testPrefix(t)
@@ -129,7 +129,7 @@ type nodeCount struct{ matching, total int64 }
 
 // countKeys counts one master's keys, and those matching pattern (by its own
 // SCAN: a cluster client's SCAN would visit a single node).
-func countKeys(t *testing.T, node *testredis.Server, pattern string) nodeCount {
+func countKeys(t *testing.T, node *redistest.Server, pattern string) nodeCount {
 	t.Helper()
 	ctx := context.Background()
 	nc := node.Client()

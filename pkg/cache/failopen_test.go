@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cacheplane/cacheplane/internal/keyspace"
-	"github.com/cacheplane/cacheplane/internal/testredis"
 	"github.com/cacheplane/cacheplane/pkg/cache"
+	"github.com/cacheplane/cacheplane/pkg/cache/keyspace"
+	"github.com/cacheplane/cacheplane/pkg/cache/redistest"
 )
 
 // The tests here break their Redis on purpose: each gets its own server (or a
@@ -143,7 +143,7 @@ func newMiddlewareAPI(t *testing.T, c *cache.Cache) *httptest.Server {
 
 func TestFailOpenServerDown(t *testing.T) {
 	t.Parallel()
-	own, err := testredis.Start()
+	own, err := redistest.Start()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,9 +13,9 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/cacheplane/cacheplane/internal/keyspace"
-	"github.com/cacheplane/cacheplane/internal/testredis"
 	"github.com/cacheplane/cacheplane/pkg/cache"
+	"github.com/cacheplane/cacheplane/pkg/cache/keyspace"
+	"github.com/cacheplane/cacheplane/pkg/cache/redistest"
 )
 
 // Issue 9, item 3: process A's loader reads v1; process B writes v2 and
@@ -296,7 +296,7 @@ func TestNoEntryServedBeforeGenerationsAreKnown(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A user that may read data keys but not the control keys.
-	u := testredis.CacheUser("genunknown", "pw", kp)
+	u := redistest.CacheUser("genunknown", "pw", kp)
 	var rules []string
 	for _, r := range u.Rules {
 		if !strings.HasPrefix(r, "~{cacheplane:") {
@@ -321,7 +321,7 @@ func TestNoEntryServedBeforeGenerationsAreKnown(t *testing.T) {
 		t.Errorf("GetOrLoad = %q, %v; want the source", loaded, err)
 	}
 	// Rights restored: the generations load on the next read.
-	if err := srv.SetUser(testredis.CacheUser(u.Name, u.Password, kp)); err != nil {
+	if err := srv.SetUser(redistest.CacheUser(u.Name, u.Password, kp)); err != nil {
 		t.Fatal(err)
 	}
 	if found, err := c.Get(ctx, "users:1", &v); found || err != nil {
@@ -419,7 +419,7 @@ func (h *loseReply) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pr
 func TestConnectRetriesInTheBackground(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	own, err := testredis.Start()
+	own, err := redistest.Start()
 	if err != nil {
 		t.Fatal(err)
 	}

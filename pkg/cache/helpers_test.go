@@ -15,14 +15,14 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/cacheplane/cacheplane/internal/keyspace"
-	"github.com/cacheplane/cacheplane/internal/testredis"
 	"github.com/cacheplane/cacheplane/pkg/cache"
+	"github.com/cacheplane/cacheplane/pkg/cache/keyspace"
+	"github.com/cacheplane/cacheplane/pkg/cache/redistest"
 )
 
 // srv is the redis-server shared by the package's tests; they isolate
 // themselves by KeyPrefix. Tests that stop a server start their own.
-var srv *testredis.Server
+var srv *redistest.Server
 
 func TestMain(m *testing.M) {
 	// go-redis logs every failed dial to stderr; the fail-open tests cause
@@ -31,7 +31,7 @@ func TestMain(m *testing.M) {
 	// Caches without a Logger log to slog.Default(); the fail-open tests
 	// would fill the output of a failing run.
 	slog.SetDefault(slog.New(slog.DiscardHandler))
-	srv = testredis.MustStart()
+	srv = redistest.MustStart()
 	// The examples read it, so that they run as they would in an app.
 	os.Setenv("REDIS_URL", srv.URL(0))
 	code := m.Run()
@@ -103,10 +103,10 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 }
 
 // startStallProxy starts a proxy to target that a test can stall
-// (testredis.Proxy), closed when the test ends.
-func startStallProxy(t testing.TB, target string) *testredis.Proxy {
+// (redistest.Proxy), closed when the test ends.
+func startStallProxy(t testing.TB, target string) *redistest.Proxy {
 	t.Helper()
-	p, err := testredis.StartProxy(target)
+	p, err := redistest.StartProxy(target)
 	if err != nil {
 		t.Fatal(err)
 	}

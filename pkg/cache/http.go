@@ -14,7 +14,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cacheplane/cacheplane/internal/keyspace"
+	"github.com/cacheplane/cacheplane/pkg/cache/keyspace"
 )
 
 // maxCachedBody is the largest response body HTTPMiddleware stores; larger

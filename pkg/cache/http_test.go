@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cacheplane/cacheplane/internal/keyspace"
 	"github.com/cacheplane/cacheplane/pkg/cache"
+	"github.com/cacheplane/cacheplane/pkg/cache/keyspace"
 )
 
 // testAPI is a small service behind the middleware; it counts handler calls.

@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cacheplane/cacheplane/internal/keyspace"
 	"github.com/cacheplane/cacheplane/pkg/cache"
+	"github.com/cacheplane/cacheplane/pkg/cache/keyspace"
 )
 
 // TestNestedKeyPrefixEscape reproduces issue 9 item 2: tenant "a" read and

@@ -9,8 +9,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cacheplane/cacheplane/internal/keyspace"
-	"github.com/cacheplane/cacheplane/internal/purge"
+	"github.com/cacheplane/cacheplane/pkg/cache/keyspace"
+	"github.com/cacheplane/cacheplane/pkg/cache/purge"
 )
 
 // GetOrLoad returns the cached value of key, or calls load, caches its result

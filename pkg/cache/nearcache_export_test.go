@@ -3,7 +3,7 @@ package cache
 import (
 	"testing"
 
-	"github.com/cacheplane/cacheplane/internal/keyspace"
+	"github.com/cacheplane/cacheplane/pkg/cache/keyspace"
 )
 
 // NearTrackerID returns the CLIENT ID of the near-cache's tracking

@@ -11,9 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cacheplane/cacheplane/internal/keyspace"
-	"github.com/cacheplane/cacheplane/internal/testredis"
 	"github.com/cacheplane/cacheplane/pkg/cache"
+	"github.com/cacheplane/cacheplane/pkg/cache/keyspace"
+	"github.com/cacheplane/cacheplane/pkg/cache/redistest"
 )
 
 // The near-cache tests run two Cache instances against one redis-server, as
@@ -268,7 +268,7 @@ func TestNearCacheTrackingLossFlushes(t *testing.T) {
 // While the server is down the tier serves nothing, and after a restart
 // (an empty server) nothing from before comes back.
 func TestNearCacheServerRestart(t *testing.T) {
-	s, err := testredis.Start()
+	s, err := redistest.Start()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -653,7 +653,7 @@ func TestNearCacheStalledChannel(t *testing.T) {
 // A server that turns the tracking connection away for a while (here: its
 // client limit is reached) is tried again; the tier comes back by itself.
 func TestNearCacheRetriesTransientRefusal(t *testing.T) {
-	s, err := testredis.Start()
+	s, err := redistest.Start()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -707,7 +707,7 @@ func TestNearCacheRetriesTransientRefusal(t *testing.T) {
 // A server where the CLIENT command does not exist (renamed away, as some
 // managed services do) turns the tier off for good, saying why.
 func TestNearCacheDisabledWithoutClientCommand(t *testing.T) {
-	s, err := testredis.Start("--rename-command", "CLIENT", "")
+	s, err := redistest.Start("--rename-command", "CLIENT", "")
 	if err != nil {
 		t.Fatal(err)
 	}

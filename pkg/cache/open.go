@@ -9,7 +9,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/cacheplane/cacheplane/internal/redisconn"
+	"github.com/cacheplane/cacheplane/pkg/cache/redisconn"
 )
 
 // Open validates cfg, applies defaults and starts connecting to Redis in the

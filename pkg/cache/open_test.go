@@ -12,8 +12,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/cacheplane/cacheplane/internal/testredis"
 	"github.com/cacheplane/cacheplane/pkg/cache"
+	"github.com/cacheplane/cacheplane/pkg/cache/redistest"
 )
 
 // Issue 12, item 2: Open returns a usable cache while Redis is down; it
@@ -22,7 +22,7 @@ import (
 func TestOpenWithRedisDown(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	own, err := testredis.Start()
+	own, err := redistest.Start()
 	if err != nil {
 		t.Fatal(err)
 	}

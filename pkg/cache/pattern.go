@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/cacheplane/cacheplane/internal/keyspace"
+	"github.com/cacheplane/cacheplane/pkg/cache/keyspace"
 )
 
 // QuotePattern returns s with every character that Invalidate's glob syntax

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cacheplane/cacheplane/internal/testredis"
 	"github.com/cacheplane/cacheplane/pkg/cache"
+	"github.com/cacheplane/cacheplane/pkg/cache/redistest"
 )
 
 // With AutoPipeline, the operations behave as without: values, misses, TTLs,
@@ -62,7 +62,7 @@ func TestAutoPipelineSemantics(t *testing.T) {
 // longer than SocketTimeout when the server stalls or is down.
 func TestAutoPipelineAndNearCacheFailOpen(t *testing.T) {
 	t.Parallel()
-	own, err := testredis.Start()
+	own, err := redistest.Start()
 	if err != nil {
 		t.Fatal(err)
 	}

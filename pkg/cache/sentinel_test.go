@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cacheplane/cacheplane/internal/keyspace"
-	"github.com/cacheplane/cacheplane/internal/testredis"
 	"github.com/cacheplane/cacheplane/pkg/cache"
+	"github.com/cacheplane/cacheplane/pkg/cache/keyspace"
+	"github.com/cacheplane/cacheplane/pkg/cache/redistest"
 )
 
 // TestSentinel runs the cache against a real Sentinel deployment (a master,
@@ -18,7 +18,7 @@ import (
 // subtest runs last: it leaves the replica as the master.
 func TestSentinel(t *testing.T) {
 	start := time.Now()
-	d, err := testredis.StartSentinel()
+	d, err := redistest.StartSentinel()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,7 +35,7 @@ func TestSentinel(t *testing.T) {
 
 	t.Run("ACL", func(t *testing.T) {
 		kp := testPrefix(t)
-		u := testredis.CacheUser("app", "app-password", kp)
+		u := redistest.CacheUser("app", "app-password", kp)
 		if err := d.SetUser(u); err != nil {
 			t.Fatal(err)
 		}
@@ -55,7 +55,7 @@ func TestSentinel(t *testing.T) {
 // (every call returns the loader's value, none waits much past
 // SocketTimeout), then use Redis again on the new master, and keep
 // following the policy there.
-func failoverDuringTraffic(t *testing.T, d *testredis.Sentinel, cfg cache.Config) {
+func failoverDuringTraffic(t *testing.T, d *redistest.Sentinel, cfg cache.Config) {
 	const (
 		timeout = 500 * time.Millisecond
 		workers = 4

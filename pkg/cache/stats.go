@@ -9,7 +9,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/cacheplane/cacheplane/internal/keyspace"
+	"github.com/cacheplane/cacheplane/pkg/cache/keyspace"
 )
 
 // Stats are the cache's counters since New, in this process.

@@ -9,14 +9,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cacheplane/cacheplane/internal/testredis"
 	"github.com/cacheplane/cacheplane/pkg/cache"
+	"github.com/cacheplane/cacheplane/pkg/cache/redistest"
 )
 
 // TestTLS runs the cache over rediss:// against a TLS-only redis-server that
 // demands client certificates, with certificates made by the test.
 func TestTLS(t *testing.T) {
-	s, err := testredis.StartTLS(testredis.ClientAuthYes)
+	s, err := redistest.StartTLS(redistest.ClientAuthYes)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,7 +35,7 @@ func TestTLS(t *testing.T) {
 		exerciseAPI(t, c, newTopoOperator(t, s.Client(), kp))
 	})
 
-	other, err := testredis.NewCerts(t.TempDir())
+	other, err := redistest.NewCerts(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,9 +13,9 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/cacheplane/cacheplane/internal/keyspace"
-	"github.com/cacheplane/cacheplane/internal/testredis"
 	"github.com/cacheplane/cacheplane/pkg/cache"
+	"github.com/cacheplane/cacheplane/pkg/cache/keyspace"
+	"github.com/cacheplane/cacheplane/pkg/cache/redistest"
 )
 
 // Helpers shared by the tests that run the cache against other topologies
@@ -249,7 +249,7 @@ func exerciseAPI(t *testing.T, c *cache.Cache, r *topoOperator) {
 }
 
 // noACLDenials fails the test if any server refused anything to user.
-func noACLDenials(t *testing.T, user string, servers ...*testredis.Server) {
+func noACLDenials(t *testing.T, user string, servers ...*redistest.Server) {
 	t.Helper()
 	for _, s := range servers {
 		log, err := s.ACLLog()

@@ -10,7 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/cacheplane/cacheplane/internal/testredis"
+	"github.com/cacheplane/cacheplane/pkg/cache/redistest"
 )
 
 // procSpec describes one cache process of a scenario.
@@ -312,19 +312,19 @@ func (r *result) table() string {
 // the history.
 func runScenario(t *testing.T, sc scenario, seed uint64) result {
 	ctx := context.Background()
-	srv, err := testredis.Start()
+	srv, err := redistest.Start()
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(srv.Close)
-	db, err := testredis.Start()
+	db, err := redistest.Start()
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(db.Close)
 
 	rec := &recorder{}
-	var proxies []*testredis.Proxy
+	var proxies []*redistest.Proxy
 	var running []process
 	defer func() {
 		for _, p := range running {
@@ -333,7 +333,7 @@ func runScenario(t *testing.T, sc scenario, seed uint64) result {
 	}()
 	bounds := map[int]time.Duration{}
 	for i, ps := range sc.Procs {
-		proxy, err := testredis.StartProxy(srv.Addr())
+		proxy, err := redistest.StartProxy(srv.Addr())
 		if err != nil {
 			t.Fatal(err)
 		}

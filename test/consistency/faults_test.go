@@ -13,7 +13,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/cacheplane/cacheplane/internal/testredis"
+	"github.com/cacheplane/cacheplane/pkg/cache/redistest"
 )
 
 // Fault kinds.
@@ -54,16 +54,16 @@ type faultSpec struct {
 
 // injector injects faults into one run's cache server and proxies.
 type injector struct {
-	srv     *testredis.Server
+	srv     *redistest.Server
 	admin   *redis.Client
-	proxies []*testredis.Proxy
+	proxies []*redistest.Proxy
 	rec     *recorder
 	rng     *rand.Rand
 }
 
 const adminName = "consistency-admin"
 
-func newInjector(srv *testredis.Server, proxies []*testredis.Proxy, rec *recorder, rng *rand.Rand) *injector {
+func newInjector(srv *redistest.Server, proxies []*redistest.Proxy, rec *recorder, rng *rand.Rand) *injector {
 	return &injector{
 		srv:     srv,
 		admin:   redis.NewClient(&redis.Options{Addr: srv.Addr(), ClientName: adminName}),

@@ -27,8 +27,8 @@ import (
 	cachev1alpha1 "github.com/cacheplane/cacheplane/api/v1alpha1"
 	"github.com/cacheplane/cacheplane/controllers"
 	"github.com/cacheplane/cacheplane/internal/testenv"
-	"github.com/cacheplane/cacheplane/internal/testredis"
 	"github.com/cacheplane/cacheplane/pkg/cache"
+	"github.com/cacheplane/cacheplane/pkg/cache/redistest"
 )
 
 var measure = flag.Bool("e2e.measure", false, "Run the invalidation-visibility measurement (up to 1M keys); CACHEPLANE_MEASURE=1 does the same.")
@@ -36,7 +36,7 @@ var measure = flag.Bool("e2e.measure", false, "Run the invalidation-visibility m
 var (
 	env     *testenv.Env
 	k8s     client.Client
-	srv     *testredis.Server
+	srv     *redistest.Server
 	mgrLogs = &testenv.LogBuffer{}
 	// managerMetrics is the address of the manager's metrics endpoint: plain
 	// HTTP (as --metrics-secure=false serves it), for the Prometheus test;
@@ -54,7 +54,7 @@ func TestMain(m *testing.M) {
 
 func runTests(m *testing.M) int {
 	var err error
-	if srv, err = testredis.Start(); err != nil {
+	if srv, err = redistest.Start(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
@@ -72,7 +72,7 @@ func runTests(m *testing.M) int {
 	}
 
 	ctrl.SetLogger(zap.New(zap.WriteTo(mgrLogs), zap.UseDevMode(true)))
-	metricsPort, err := testredis.FreePort()
+	metricsPort, err := redistest.FreePort()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

@@ -12,8 +12,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	cachev1alpha1 "github.com/cacheplane/cacheplane/api/v1alpha1"
-	"github.com/cacheplane/cacheplane/internal/keyspace"
 	"github.com/cacheplane/cacheplane/pkg/cache"
+	"github.com/cacheplane/cacheplane/pkg/cache/keyspace"
 )
 
 // TestTokenEditHidesOldValuesBeforeTheScanEnds patches the token with kubectl

@@ -15,8 +15,8 @@ import (
 
 	cachev1alpha1 "github.com/cacheplane/cacheplane/api/v1alpha1"
 	"github.com/cacheplane/cacheplane/internal/testenv"
-	"github.com/cacheplane/cacheplane/internal/testredis"
 	"github.com/cacheplane/cacheplane/pkg/cache"
+	"github.com/cacheplane/cacheplane/pkg/cache/redistest"
 )
 
 var pluginBuild struct {
@@ -255,7 +255,7 @@ func TestKubectlPluginInvalidateWait(t *testing.T) {
 func TestKubectlPluginInvalidateFailedRun(t *testing.T) {
 	dumpLogsOnFailure(t)
 	ctx := context.Background()
-	r2, err := testredis.Start()
+	r2, err := redistest.Start()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -265,7 +265,7 @@ func TestKubectlPluginInvalidateFailedRun(t *testing.T) {
 		spec["redis"].(map[string]any)["url"] = r2.URL(0)
 		spec["invalidation"] = map[string]any{"token": "v1", "maxKeysPerSecond": 1}
 	})
-	if err := testredis.Fill(ctx, r2.Client(), ns+":users:%d", 30); err != nil {
+	if err := redistest.Fill(ctx, r2.Client(), ns+":users:%d", 30); err != nil {
 		t.Fatal(err)
 	}
 

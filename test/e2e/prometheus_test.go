@@ -14,7 +14,7 @@ import (
 
 	"github.com/cacheplane/cacheplane/internal/testenv"
 	"github.com/cacheplane/cacheplane/internal/testprom"
-	"github.com/cacheplane/cacheplane/internal/testredis"
+	"github.com/cacheplane/cacheplane/pkg/cache/redistest"
 )
 
 // TestPrometheusDashboardAndAlerts keeps config/prometheus/rules.yaml and
@@ -53,7 +53,7 @@ func TestPrometheusDashboardAndAlerts(t *testing.T) {
 	}
 
 	// Two policies: "good" on the shared Redis, "bad" on one the test stops.
-	r2, err := testredis.Start()
+	r2, err := redistest.Start()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +124,7 @@ func TestPrometheusDashboardAndAlerts(t *testing.T) {
 	get(t, good, 3000, func(i int) string { return fmt.Sprintf("/users/cold-%d", i) })
 
 	// Stop the bad policy's Redis in the middle of a run held to 1 key/s.
-	if err := testredis.Fill(ctx, r2.Client(), nsBad+":users:bulk-%d", 30); err != nil {
+	if err := redistest.Fill(ctx, r2.Client(), nsBad+":users:bulk-%d", 30); err != nil {
 		t.Fatal(err)
 	}
 	kubectl(t, "patch", "cachepolicy", "demo", "-n", nsBad, "--type", "merge", "-p", `{"spec":{"invalidation":{"token":"v2"}}}`)
@@ -202,7 +202,7 @@ func buildWorkload(t *testing.T, root string) string {
 // its counters every 200ms, and returns its address once it is healthy.
 func startWorkload(t *testing.T, bin, redisURL, keyPrefix string) string {
 	t.Helper()
-	port, err := testredis.FreePort()
+	port, err := redistest.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}

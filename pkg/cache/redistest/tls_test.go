@@ -1,4 +1,4 @@
-package testredis_test
+package redistest_test
 
 import (
 	"context"
@@ -12,11 +12,11 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/cacheplane/cacheplane/internal/testredis"
+	"github.com/cacheplane/cacheplane/pkg/cache/redistest"
 )
 
 func TestStartTLS(t *testing.T) {
-	s, err := testredis.StartTLS(testredis.ClientAuthYes)
+	s, err := redistest.StartTLS(redistest.ClientAuthYes)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,7 +40,7 @@ func TestStartTLS(t *testing.T) {
 	}
 
 	// Another CA's pool does not trust the server.
-	other, err := testredis.NewCerts(t.TempDir())
+	other, err := redistest.NewCerts(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +72,7 @@ func TestStartTLS(t *testing.T) {
 }
 
 func TestStartTLSOptionalClientAuth(t *testing.T) {
-	s, err := testredis.StartTLS(testredis.ClientAuthOptional)
+	s, err := redistest.StartTLS(redistest.ClientAuthOptional)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,10 @@
 // Package redisconn builds go-redis clients the same way for pkg/cache and the
 // controller: from a redis:// or rediss:// URL plus separately supplied
 // credentials, timeouts and pool size.
+//
+// The package is public only because the operator shares it with pkg/cache and,
+// living in another module, cannot import the library module's internal
+// packages. Applications should use cache.Config instead.
 package redisconn
 
 import (

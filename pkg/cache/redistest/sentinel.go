@@ -1,4 +1,4 @@
-package testredis
+package redistest
 
 import (
 	"context"
@@ -89,7 +89,7 @@ func StartSentinel() (*Sentinel, error) {
 func startSentinel(masterName string, masterPort int) (*Server, error) {
 	var lastErr error
 	for range 5 { // a free port can be taken between choosing and binding it
-		dir, err := os.MkdirTemp("", "testredis-sentinel-")
+		dir, err := os.MkdirTemp("", "redistest-sentinel-")
 		if err != nil {
 			return nil, err
 		}
@@ -286,7 +286,7 @@ func waitUntil(timeout time.Duration, what string, cond func() (bool, error)) er
 			if err == nil {
 				err = errors.New("condition not met")
 			}
-			return fmt.Errorf("testredis: timed out after %v waiting for %s: %w", timeout, what, err)
+			return fmt.Errorf("redistest: timed out after %v waiting for %s: %w", timeout, what, err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -1,16 +1,16 @@
-package testredis_test
+package redistest_test
 
 import (
 	"context"
 	"testing"
 	"time"
 
-	"github.com/cacheplane/cacheplane/internal/testredis"
+	"github.com/cacheplane/cacheplane/pkg/cache/redistest"
 )
 
 func TestSentinelFailover(t *testing.T) {
 	start := time.Now()
-	d, err := testredis.StartSentinel()
+	d, err := redistest.StartSentinel()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,15 +1,15 @@
-package testredis_test
+package redistest_test
 
 import (
 	"context"
 	"fmt"
 	"testing"
 
-	"github.com/cacheplane/cacheplane/internal/testredis"
+	"github.com/cacheplane/cacheplane/pkg/cache/redistest"
 )
 
 func TestClusterSpreadsKeysOverMasters(t *testing.T) {
-	c, err := testredis.StartCluster(3)
+	c, err := redistest.StartCluster(3)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +41,7 @@ func TestClusterSpreadsKeysOverMasters(t *testing.T) {
 }
 
 func TestServerRestartKeepsPort(t *testing.T) {
-	s, err := testredis.Start()
+	s, err := redistest.Start()
 	if err != nil {
 		t.Fatal(err)
 	}

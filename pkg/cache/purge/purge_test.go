@@ -9,14 +9,14 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/cacheplane/cacheplane/internal/purge"
-	"github.com/cacheplane/cacheplane/internal/testredis"
+	"github.com/cacheplane/cacheplane/pkg/cache/purge"
+	"github.com/cacheplane/cacheplane/pkg/cache/redistest"
 )
 
-var srv *testredis.Server
+var srv *redistest.Server
 
 func TestMain(m *testing.M) {
-	srv = testredis.MustStart()
+	srv = redistest.MustStart()
 	code := m.Run()
 	srv.Close()
 	os.Exit(code)
@@ -24,7 +24,7 @@ func TestMain(m *testing.M) {
 
 func fill(t *testing.T, c *redis.Client, format string, n int) {
 	t.Helper()
-	if err := testredis.Fill(context.Background(), c, format, n); err != nil {
+	if err := redistest.Fill(context.Background(), c, format, n); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -1,4 +1,4 @@
-package testredis_test
+package redistest_test
 
 import (
 	"context"

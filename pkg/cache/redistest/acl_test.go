@@ -1,4 +1,4 @@
-package testredis_test
+package redistest_test
 
 import (
 	"context"
@@ -7,12 +7,12 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/cacheplane/cacheplane/internal/testredis"
+	"github.com/cacheplane/cacheplane/pkg/cache/redistest"
 )
 
 func TestCacheUser(t *testing.T) {
-	u := testredis.CacheUser("app", "s3cret", "my*app")
-	s, err := testredis.Start(u.Args()...)
+	u := redistest.CacheUser("app", "s3cret", "my*app")
+	s, err := redistest.Start(u.Args()...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package testredis
+package redistest
 
 import (
 	"context"
@@ -110,7 +110,7 @@ func (c *Cluster) Close() {
 
 // startOn starts a server in its own directory on a given port.
 func startOn(port int, args ...string) (*Server, error) {
-	dir, err := os.MkdirTemp("", "testredis-")
+	dir, err := os.MkdirTemp("", "redistest-")
 	if err != nil {
 		return nil, err
 	}

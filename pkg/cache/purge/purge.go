@@ -13,6 +13,10 @@
 // matches, an idle server: fewer round trips, so a faster purge) and halves
 // it as soon as one overruns (a busy server, dense matches: the other
 // clients' latency comes first).
+//
+// The package is public only because the operator shares it with pkg/cache and,
+// living in another module, cannot import the library module's internal
+// packages. Applications should use Cache.Invalidate instead.
 package purge
 
 import (
@@ -25,7 +29,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/time/rate"
 
-	"github.com/cacheplane/cacheplane/internal/keyspace"
+	"github.com/cacheplane/cacheplane/pkg/cache/keyspace"
 )
 
 // DefaultCount is the SCAN COUNT hint a purge starts from: large enough that a

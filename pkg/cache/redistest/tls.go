@@ -1,4 +1,4 @@
-package testredis
+package redistest
 
 import (
 	"crypto/ecdsa"
@@ -37,9 +37,9 @@ func StartTLS(auth ClientAuth, args ...string) (*Server, error) {
 	switch auth {
 	case ClientAuthNo, ClientAuthOptional, ClientAuthYes:
 	default:
-		return nil, fmt.Errorf("testredis: unknown ClientAuth %q", auth)
+		return nil, fmt.Errorf("redistest: unknown ClientAuth %q", auth)
 	}
-	dir, err := os.MkdirTemp("", "testredis-tls-")
+	dir, err := os.MkdirTemp("", "redistest-tls-")
 	if err != nil {
 		return nil, err
 	}
@@ -188,7 +188,7 @@ func newCert(tmpl, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) (*ecds
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
 	if err != nil {
-		return nil, nil, errors.Join(errors.New("testredis: create certificate"), err)
+		return nil, nil, errors.Join(errors.New("redistest: create certificate"), err)
 	}
 	return key, der, nil
 }

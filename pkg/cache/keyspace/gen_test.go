@@ -8,14 +8,14 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/cacheplane/cacheplane/internal/keyspace"
-	"github.com/cacheplane/cacheplane/internal/testredis"
+	"github.com/cacheplane/cacheplane/pkg/cache/keyspace"
+	"github.com/cacheplane/cacheplane/pkg/cache/redistest"
 )
 
-var srv *testredis.Server
+var srv *redistest.Server
 
 func TestMain(m *testing.M) {
-	srv = testredis.MustStart()
+	srv = redistest.MustStart()
 	code := m.Run()
 	srv.Close()
 	os.Exit(code)

@@ -17,6 +17,11 @@
 // Control keys share one hash tag, so in Redis Cluster they sit on one slot, and
 // they start with '{', so no data pattern (which starts with the escaped KP) can
 // match them.
+//
+// The package is public, and lives in the library module rather than the
+// operator's, because it is the wire contract: clients in other languages can
+// implement it from here, and the operator imports it (it cannot import the
+// library module's internal packages) so the layout has exactly one source.
 package keyspace
 
 import (

@@ -5,7 +5,7 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/cacheplane/cacheplane/internal/keyspace"
+	"github.com/cacheplane/cacheplane/pkg/cache/keyspace"
 )
 
 func TestSpaceKeys(t *testing.T) {

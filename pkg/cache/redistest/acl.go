@@ -1,11 +1,11 @@
-package testredis
+package redistest
 
 import (
 	"context"
 	"fmt"
 	"time"
 
-	"github.com/cacheplane/cacheplane/internal/keyspace"
+	"github.com/cacheplane/cacheplane/pkg/cache/keyspace"
 )
 
 // ACLUser is a Redis ACL user: a name, a password and ACL SETUSER rules.

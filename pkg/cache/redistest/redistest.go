@@ -1,7 +1,14 @@
-// Package testredis starts real redis-server processes for tests: one per test
+// Package redistest starts real redis-server processes for tests: one per test
 // package (from TestMain), on a free loopback port, with persistence off. Tests
 // isolate themselves by key prefix.
-package testredis
+//
+// Besides a single server it starts Redis Cluster (StartCluster), Sentinel
+// deployments (StartSentinel), servers with ACL users (CacheUser) or TLS
+// (StartTLS), and a TCP proxy that can stall like a hung server (StartProxy). It is
+// public so that applications embedding pkg/cache can test their own code
+// against the same real Redis topologies the library is tested with, rather
+// than against mocks. It needs a redis-server binary on PATH.
+package redistest
 
 import (
 	"context"
@@ -50,7 +57,7 @@ func Start(args ...string) (*Server, error) {
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		return nil, errors.New("redis-server not found on PATH: run hack/ensure-redis.sh (`make test` does) to install it")
 	}
-	dir, err := os.MkdirTemp("", "testredis-")
+	dir, err := os.MkdirTemp("", "redistest-")
 	if err != nil {
 		return nil, err
 	}
@@ -73,7 +80,7 @@ func Start(args ...string) (*Server, error) {
 func MustStart(args ...string) *Server {
 	s, err := Start(args...)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "testredis:", err)
+		fmt.Fprintln(os.Stderr, "redistest:", err)
 		os.Exit(1)
 	}
 	return s

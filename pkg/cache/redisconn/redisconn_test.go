@@ -10,8 +10,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/cacheplane/cacheplane/internal/redisconn"
-	"github.com/cacheplane/cacheplane/internal/testredis"
+	"github.com/cacheplane/cacheplane/pkg/cache/redisconn"
+	"github.com/cacheplane/cacheplane/pkg/cache/redistest"
 )
 
 const secret = "hunter2-secret"
@@ -246,7 +246,7 @@ func TestRedact(t *testing.T) {
 // TLS with the CA from the options, and an ACL user's credentials.
 func TestDialsRealServers(t *testing.T) {
 	ctx := context.Background()
-	s, err := testredis.StartTLS(testredis.ClientAuthYes)
+	s, err := redistest.StartTLS(redistest.ClientAuthYes)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -260,8 +260,8 @@ func TestDialsRealServers(t *testing.T) {
 		t.Errorf("PING over TLS: %v", err)
 	}
 
-	u := testredis.CacheUser("app", secret, "app")
-	plain, err := testredis.Start(u.Args()...)
+	u := redistest.CacheUser("app", secret, "app")
+	plain, err := redistest.Start(u.Args()...)
 	if err != nil {
 		t.Fatal(err)
 	}
