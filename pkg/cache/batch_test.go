@@ -13,9 +13,9 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/cacheplane/cacheplane/internal/purge"
-	"github.com/cacheplane/cacheplane/internal/testredis"
 	"github.com/cacheplane/cacheplane/pkg/cache"
+	"github.com/cacheplane/cacheplane/pkg/cache/purge"
+	"github.com/cacheplane/cacheplane/pkg/cache/redistest"
 )
 
 // cmdCounter counts the commands a client sends, by name.
@@ -385,7 +385,7 @@ func TestGetOrLoadManyDeleteDuringLoad(t *testing.T) {
 // reports the error.
 func TestGetOrLoadManyFailOpen(t *testing.T) {
 	ctx := context.Background()
-	own, err := testredis.Start()
+	own, err := redistest.Start()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -412,7 +412,7 @@ func TestGetOrLoadManyFailOpen(t *testing.T) {
 // 3-master cluster with keys on many slots.
 func TestBatchCluster(t *testing.T) {
 	ctx := context.Background()
-	cl, err := testredis.StartCluster(3)
+	cl, err := redistest.StartCluster(3)
 	if err != nil {
 		t.Fatal(err)
 	}
