@@ -62,6 +62,16 @@ func decodeMany[T any](c *Cache, reads []batchRead, out map[string]T) error {
 		if !r.found {
 			continue
 		}
+		if isNegative(r.payload) {
+			// A cached "no value" (see ErrNoValue): a hit, absent from the
+			// map, and found, so GetOrLoadMany does not load it again.
+			if r.local {
+				r.st.localHits.Add(1)
+			} else {
+				r.st.hits.Add(1)
+			}
+			continue
+		}
 		var v T
 		if err := c.codec.Unmarshal(r.payload, &v); err != nil {
 			r.st.misses.Add(1)

@@ -465,3 +465,34 @@ func TestBatchCluster(t *testing.T) {
 		t.Errorf("written-back values = %v, %v; want all three", back, err)
 	}
 }
+
+// A cached "no value" (ErrNoValue) is a hit that GetMany leaves out of its
+// map and GetOrLoadMany does not load again, as GetOrLoad does not.
+func TestBatchNegativeEntries(t *testing.T) {
+	c := newCache(t, cache.Config{KeyPrefix: testPrefix(t)})
+	ctx := context.Background()
+	_, err := cache.GetOrLoad(ctx, c, "row:gone", time.Minute, func(context.Context) (string, error) {
+		return "", fmt.Errorf("no such row: %w", cache.ErrNoValue)
+	})
+	if !errors.Is(err, cache.ErrNoValue) {
+		t.Fatalf("GetOrLoad = %v, want ErrNoValue", err)
+	}
+	if err := c.Set(ctx, "row:here", "v", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	got, err := cache.GetMany[string](ctx, c, []string{"row:gone", "row:here"})
+	if err != nil {
+		t.Fatalf("GetMany with a negative entry: %v", err)
+	}
+	if _, ok := got["row:gone"]; ok || got["row:here"] != "v" || len(got) != 1 {
+		t.Fatalf("GetMany = %v, want only row:here", got)
+	}
+	loaded, err := cache.GetOrLoadMany(ctx, c, []string{"row:gone", "row:here"}, time.Minute,
+		func(_ context.Context, missing []string) (map[string]string, error) {
+			t.Errorf("loader called for %v: the negative entry and the value are both cached", missing)
+			return nil, nil
+		})
+	if err != nil || len(loaded) != 1 {
+		t.Fatalf("GetOrLoadMany = %v, %v", loaded, err)
+	}
+}

@@ -54,6 +54,7 @@ const (
 	DefaultPolicyRefresh      = 5 * time.Second
 	DefaultStatsFlushInterval = 5 * time.Second
 	DefaultTombstoneTTL       = time.Minute
+	DefaultNegativeTTL        = 10 * time.Second
 	DefaultEventsLease        = time.Second
 )
 
@@ -146,6 +147,10 @@ type Config struct {
 	// Exists and TTL for a missing key; each costs a few dozen bytes of
 	// Redis memory until it expires. Default DefaultTombstoneTTL (1m).
 	TombstoneTTL time.Duration
+	// NegativeTTL is how long a loader's "no value" (an error wrapping
+	// ErrNoValue) is cached, at most the TTL the call would give a value.
+	// Default DefaultNegativeTTL (10s).
+	NegativeTTL time.Duration
 	// EventsLease bounds how long this process trusts the generations it
 	// knows without hearing from the events channel, which carries other
 	// processes' invalidations (InvalidatePrefix, InvalidateOnWrite, the
@@ -322,6 +327,7 @@ func New(cfg Config) (*Cache, error) {
 		{"PolicyRefresh", &cfg.PolicyRefresh, DefaultPolicyRefresh, true},
 		{"StatsFlushInterval", &cfg.StatsFlushInterval, DefaultStatsFlushInterval, true},
 		{"TombstoneTTL", &cfg.TombstoneTTL, DefaultTombstoneTTL, false},
+		{"NegativeTTL", &cfg.NegativeTTL, DefaultNegativeTTL, false},
 		{"EventsLease", &cfg.EventsLease, DefaultEventsLease, false},
 	} {
 		switch {

@@ -40,7 +40,8 @@ import (
 // Glob Invalidates of another process (other than "prefix:*") are not
 // fenced. See docs/generations.md.
 //
-// Errors of load are returned and never cached. Redis errors are not
+// Errors of load are returned and never cached, except one wrapping
+// ErrNoValue, which is cached for Config.NegativeTTL (see ErrNoValue). Redis errors are not
 // returned: they are counted and logged, and the call falls through to load
 // (fail open); after a failed read the result is not written back, so a down
 // Redis costs at most one SocketTimeout per call.
@@ -61,6 +62,10 @@ func GetOrLoad[T any](ctx context.Context, c *Cache, key string, ttl time.Durati
 	if found {
 		return v, nil
 	}
+	if isNegativeHit(err) {
+		var zero T
+		return zero, err
+	}
 	writeBack := obs.ok
 	if err != nil {
 		if ctx.Err() != nil {
@@ -80,6 +85,9 @@ func GetOrLoad[T any](ctx context.Context, c *Cache, key string, ttl time.Durati
 		v, err := load(lctx)
 		c.loadTime.WithLabelValues(st.label).Observe(time.Since(start).Seconds())
 		if err != nil {
+			if writeBack {
+				c.storeNoValue(lctx, st, key, gen, seq, obs, err, ttl)
+			}
 			return nil, err
 		}
 		if writeBack {

@@ -482,8 +482,7 @@ func (c *Cache) read(ctx context.Context, st *prefixState, key string, obs *obse
 		n.store.cancel(key, token)
 		return payload, false, true, nil
 	}
-	// A copy: payload may alias the client's buffers (see Codec).
-	n.store.fill(key, token, slices.Clone(payload), gen, monoNow()+int64(life), func() bool {
+	n.store.fill(key, token, nearCopy(payload), gen, monoNow()+int64(life), func() bool {
 		return n.on.Load() && n.epoch.Load() == epoch
 	})
 	return payload, false, true, nil

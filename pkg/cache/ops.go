@@ -18,13 +18,19 @@ import (
 // Get decodes the value of key into dst (a pointer; nil only checks for a hit)
 // and reports whether it was found. A missing key, an entry invalidated by the
 // policy and a value not written by this package are misses: (false, nil).
+// So is a cached "no value" (see ErrNoValue), though Stats counts it as a hit.
 func (c *Cache) Get(ctx context.Context, key string, dst any) (bool, error) {
-	return c.get(ctx, c.state(keyspace.PrefixOf(key)), key, dst, nil)
+	found, err := c.get(ctx, c.state(keyspace.PrefixOf(key)), key, dst, nil)
+	if isNegativeHit(err) {
+		return false, nil
+	}
+	return found, err
 }
 
 // get is Get of a key whose prefix state the caller has looked up. On a
 // miss, obs (if not nil) holds what was read under the key, for a
-// write-back's compare-and-set; obs.ok is false if nothing was.
+// write-back's compare-and-set; obs.ok is false if nothing was. A negative
+// entry is (false, a *noValueError), counted as a hit.
 func (c *Cache) get(ctx context.Context, st *prefixState, key string, dst any, obs *observation) (bool, error) {
 	if err := c.generationsKnown(ctx, st, "get", key); err != nil {
 		return false, err
@@ -33,7 +39,8 @@ func (c *Cache) get(ctx context.Context, st *prefixState, key string, dst any, o
 	if !found {
 		return false, err
 	}
-	if dst != nil {
+	negative := isNegative(payload)
+	if dst != nil && !negative {
 		if err := c.codec.Unmarshal(payload, dst); err != nil {
 			st.misses.Add(1)
 			st.errors.Add(1)
@@ -47,6 +54,9 @@ func (c *Cache) get(ctx context.Context, st *prefixState, key string, dst any, o
 		st.localHits.Add(1)
 	} else {
 		st.hits.Add(1)
+	}
+	if negative {
+		return false, &noValueError{key: key}
 	}
 	return true, nil
 }
@@ -88,6 +98,9 @@ func (c *Cache) getEntry(ctx context.Context, st *prefixState, key string, obs *
 // value an error) when it cannot be served.
 func (c *Cache) usableEntry(st *prefixState, key string, b []byte) (gen int64, payload []byte, ok bool) {
 	gen, payload, err := keyspace.ParseEntry(b)
+	if err == keyspace.ErrNegative {
+		payload, err = negativePayload, nil
+	}
 	if errors.Is(err, keyspace.ErrTombstone) {
 		st.misses.Add(1) // deleted: a plain miss
 		return 0, nil, false
@@ -406,6 +419,12 @@ func (c *Cache) invalidationSeq(st *prefixState) int64 {
 // call. Without an observation (the miss could not read the key) nothing is
 // written.
 func (c *Cache) storeLoaded(ctx context.Context, st *prefixState, key string, gen, seq int64, obs observation, payload []byte, ttl time.Duration) error {
+	b := keyspace.AppendEntry(make([]byte, 0, len(payload)+12), gen, payload)
+	return c.storeEntry(ctx, st, key, gen, seq, obs, b, ttl)
+}
+
+// storeEntry is storeLoaded of an assembled entry b.
+func (c *Cache) storeEntry(ctx context.Context, st *prefixState, key string, gen, seq int64, obs observation, b []byte, ttl time.Duration) error {
 	if !obs.ok || c.invalidated(st, gen, seq) {
 		return nil
 	}
@@ -416,7 +435,6 @@ func (c *Cache) storeLoaded(ctx context.Context, st *prefixState, key string, ge
 	}
 	octx, cancel := c.opCtx(ctx)
 	defer cancel()
-	b := keyspace.AppendEntry(make([]byte, 0, len(payload)+12), gen, payload)
 	rkey := c.space.DataKey(key)
 	wrote, err := c.redisWriteBack(octx, cl, rkey, obs.sum, b, c.effectiveTTL(st, ttl))
 	// Even after an error: the write may have landed.

@@ -14,11 +14,20 @@ import (
 // entryVersion|flagTombstone, then a nonce that makes every tombstone unique,
 // so that a write-back comparing a key with what it observed (WriteBackLua)
 // tells one Delete from the next.
+//
+// A negative entry (a loader's "no value", cached for a short TTL) is
+// entryMagic, entryVersion|FlagNegative and the generation, with no payload:
+// it ages with its prefix's generation like any entry.
 const (
 	entryMagic    = 0xFF
 	entryVersion  = 1
 	flagTombstone = 0x80
 )
+
+// FlagNegative marks a negative entry in the header's version byte. Flags
+// sit in the byte's high nibble, below the tombstone's, so that the version
+// keeps the low one; the next flag is FlagNegative << 1.
+const FlagNegative = 0x20
 
 // ErrForeignEntry means a stored value lacks the entry header: it was not
 // written by pkg/cache (or is corrupt). Readers treat it as a miss.
@@ -28,11 +37,22 @@ var ErrForeignEntry = errors.New("value is not a cacheplane entry")
 // Readers treat it as a plain miss, never as an error.
 var ErrTombstone = errors.New("entry is a tombstone")
 
+// ErrNegative means a stored value is a negative entry: ParseEntry returns
+// its generation with it (and no payload), since it is served only while
+// its prefix has not moved past that generation.
+var ErrNegative = errors.New("entry is a negative entry")
+
 // AppendEntry appends the header for generation and then payload to dst.
 func AppendEntry(dst []byte, generation int64, payload []byte) []byte {
 	dst = append(dst, entryMagic, entryVersion)
 	dst = binary.AppendUvarint(dst, uint64(max(generation, 0)))
 	return append(dst, payload...)
+}
+
+// AppendNegative appends a negative entry for generation to dst.
+func AppendNegative(dst []byte, generation int64) []byte {
+	dst = append(dst, entryMagic, entryVersion|FlagNegative)
+	return binary.AppendUvarint(dst, uint64(max(generation, 0)))
 }
 
 // TombstoneLen is the length of a tombstone (luaIsTombstone knows it too).
@@ -46,17 +66,21 @@ func AppendTombstone(dst []byte, nonce uint64) []byte {
 }
 
 // ParseEntry splits a stored value into its generation and payload. The payload
-// aliases b. A tombstone is ErrTombstone.
+// aliases b. A tombstone is ErrTombstone; a negative entry is ErrNegative,
+// with its generation.
 func ParseEntry(b []byte) (generation int64, payload []byte, err error) {
 	if len(b) >= 2 && b[0] == entryMagic && b[1] == entryVersion|flagTombstone {
 		return 0, nil, ErrTombstone
 	}
-	if len(b) < 3 || b[0] != entryMagic || b[1] != entryVersion {
+	if len(b) < 3 || b[0] != entryMagic || b[1]&^FlagNegative != entryVersion {
 		return 0, nil, ErrForeignEntry
 	}
 	g, n := binary.Uvarint(b[2:])
 	if n <= 0 || g > 1<<62 {
 		return 0, nil, ErrForeignEntry
+	}
+	if b[1]&FlagNegative != 0 {
+		return int64(g), nil, ErrNegative
 	}
 	return int64(g), b[2+n:], nil
 }
