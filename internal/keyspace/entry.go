@@ -14,10 +14,22 @@ import (
 // entryVersion|flagTombstone, then a nonce that makes every tombstone unique,
 // so that a write-back comparing a key with what it observed (WriteBackLua)
 // tells one Delete from the next.
+//
+// The bits of the version byte above the version are flags, taken from the
+// top down: flagTombstone, then FlagNegative, then FlagCompressed. An entry
+// with flags other than the ones below is foreign, so an older reader never
+// misreads a newer kind of entry.
 const (
 	entryMagic    = 0xFF
 	entryVersion  = 1
 	flagTombstone = 0x80
+	// FlagNegative marks a negative-cache entry (reserved here so that the
+	// flags stay distinct).
+	FlagNegative = flagTombstone >> 1
+	// FlagCompressed marks an entry whose payload is compressed (S2, see
+	// pkg/cache/compress.go). Readers decompress it whatever their own
+	// settings, so compressed and plain entries coexist.
+	FlagCompressed = FlagNegative >> 1
 )
 
 // ErrForeignEntry means a stored value lacks the entry header: it was not
@@ -45,18 +57,39 @@ func AppendTombstone(dst []byte, nonce uint64) []byte {
 	return binary.BigEndian.AppendUint64(dst, nonce)
 }
 
+// AppendEntryFlags is AppendEntry for an entry carrying flags
+// (FlagCompressed).
+func AppendEntryFlags(dst []byte, generation int64, flags byte, payload []byte) []byte {
+	dst = append(dst, entryMagic, entryVersion|flags&FlagCompressed)
+	dst = binary.AppendUvarint(dst, uint64(max(generation, 0)))
+	return append(dst, payload...)
+}
+
 // ParseEntry splits a stored value into its generation and payload. The payload
-// aliases b. A tombstone is ErrTombstone.
+// aliases b. A tombstone is ErrTombstone. A compressed entry is
+// ErrForeignEntry here: its payload is not the codec's bytes (see
+// ParseEntryFlags).
 func ParseEntry(b []byte) (generation int64, payload []byte, err error) {
-	if len(b) >= 2 && b[0] == entryMagic && b[1] == entryVersion|flagTombstone {
-		return 0, nil, ErrTombstone
-	}
-	if len(b) < 3 || b[0] != entryMagic || b[1] != entryVersion {
+	g, flags, payload, err := ParseEntryFlags(b)
+	if err == nil && flags != 0 {
 		return 0, nil, ErrForeignEntry
+	}
+	return g, payload, err
+}
+
+// ParseEntryFlags is ParseEntry that also accepts flagged entries and
+// returns their flags; the caller must undo them (decompress a
+// FlagCompressed payload).
+func ParseEntryFlags(b []byte) (generation int64, flags byte, payload []byte, err error) {
+	if len(b) >= 2 && b[0] == entryMagic && b[1] == entryVersion|flagTombstone {
+		return 0, 0, nil, ErrTombstone
+	}
+	if len(b) < 3 || b[0] != entryMagic || b[1]&^FlagCompressed != entryVersion {
+		return 0, 0, nil, ErrForeignEntry
 	}
 	g, n := binary.Uvarint(b[2:])
 	if n <= 0 || g > 1<<62 {
-		return 0, nil, ErrForeignEntry
+		return 0, 0, nil, ErrForeignEntry
 	}
-	return int64(g), b[2+n:], nil
+	return int64(g), b[1] & FlagCompressed, b[2+n:], nil
 }

@@ -83,7 +83,8 @@ return redis.call('PTTL', KEYS[1])
 // bump that made the others stale, would put the key back in a state a
 // write-back's miss may have observed (missing), so that its compare-and-set
 // would land what it read before the Delete or Set in between. It reads only
-// a value's first 12 bytes.
+// a value's first 12 bytes. Version bytes 1 and 33 are a plain and a
+// compressed (FlagCompressed) entry.
 const UnlinkStaleLua = luaIsTombstone + `
 local keep = tonumber(ARGV[1]) or 0
 local n = 0
@@ -93,7 +94,7 @@ for _, k in ipairs(KEYS) do
   if type(h) == 'string' then
     if tomb(h) then
       del = false
-    elseif keep > 0 and string.byte(h, 1) == 255 and string.byte(h, 2) == 1 then
+    elseif keep > 0 and string.byte(h, 1) == 255 and (string.byte(h, 2) == 1 or string.byte(h, 2) == 33) then
       local g, mul = 0, 1
       for i = 3, #h do
         local b = string.byte(h, i)

@@ -87,7 +87,7 @@ func (c *Cache) getEntry(ctx context.Context, st *prefixState, key string, obs *
 // usableEntry parses a stored value, counting a miss (and for a foreign
 // value an error) when it cannot be served.
 func (c *Cache) usableEntry(st *prefixState, key string, b []byte) (gen int64, payload []byte, ok bool) {
-	gen, payload, err := keyspace.ParseEntry(b)
+	gen, payload, err := decodeEntry(b)
 	if errors.Is(err, keyspace.ErrTombstone) {
 		st.misses.Add(1) // deleted: a plain miss
 		return 0, nil, false
@@ -187,7 +187,7 @@ func (c *Cache) setEntry(ctx context.Context, st *prefixState, key string, gen i
 	}
 	ttl = c.effectiveTTL(st, ttl)
 	bp := entryPool.Get().(*[]byte)
-	b := keyspace.AppendEntry((*bp)[:0], gen, payload)
+	b := c.appendEntry((*bp)[:0], gen, payload)
 	octx, cancel := c.opCtx(ctx)
 	err := c.redisSet(octx, cl, c.space.DataKey(key), b, ttl)
 	cancel()
@@ -416,7 +416,7 @@ func (c *Cache) storeLoaded(ctx context.Context, st *prefixState, key string, ge
 	}
 	octx, cancel := c.opCtx(ctx)
 	defer cancel()
-	b := keyspace.AppendEntry(make([]byte, 0, len(payload)+12), gen, payload)
+	b := c.appendEntry(make([]byte, 0, len(payload)+12), gen, payload)
 	rkey := c.space.DataKey(key)
 	wrote, err := c.redisWriteBack(octx, cl, rkey, obs.sum, b, c.effectiveTTL(st, ttl))
 	// Even after an error: the write may have landed.
