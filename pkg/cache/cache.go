@@ -193,6 +193,11 @@ type Config struct {
 	// Redis, invalidated by Redis itself across processes (see
 	// NearCacheConfig). nil: off.
 	NearCache *NearCacheConfig
+	// CompressAbove, when above 0, stores encoded values longer than this
+	// many bytes compressed with S2 (flagged in the entry, so caches with
+	// and without it share data: every reader decompresses). A value that
+	// does not shrink is stored plain. 0: off; negative is an error.
+	CompressAbove int
 }
 
 // Codec turns values into bytes and back.
@@ -345,6 +350,9 @@ func New(cfg Config) (*Cache, error) {
 		cfg.MaxConnections = DefaultMaxConnections
 	case cfg.MaxConnections < 0:
 		return nil, fmt.Errorf("cache: Config.MaxConnections is negative (%d)", cfg.MaxConnections)
+	}
+	if err := checkCompressAbove(cfg.CompressAbove); err != nil {
+		return nil, err
 	}
 	if cfg.Codec == nil {
 		cfg.Codec = jsonCodec{}

@@ -3,6 +3,7 @@ module github.com/cacheplane/cacheplane/pkg/cache
 go 1.26.0
 
 require (
+	github.com/klauspost/compress v1.20.1
 	github.com/prometheus/client_golang v1.25.0
 	github.com/redis/go-redis/v9 v9.23.0
 	golang.org/x/time v0.15.0

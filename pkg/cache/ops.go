@@ -97,7 +97,7 @@ func (c *Cache) getEntry(ctx context.Context, st *prefixState, key string, obs *
 // usableEntry parses a stored value, counting a miss (and for a foreign
 // value an error) when it cannot be served.
 func (c *Cache) usableEntry(st *prefixState, key string, b []byte) (gen int64, payload []byte, ok bool) {
-	gen, payload, err := keyspace.ParseEntry(b)
+	gen, payload, err := decodeEntry(b)
 	if err == keyspace.ErrNegative {
 		payload, err = negativePayload, nil
 	}
@@ -200,7 +200,7 @@ func (c *Cache) setEntry(ctx context.Context, st *prefixState, key string, gen i
 	}
 	ttl = c.effectiveTTL(st, ttl)
 	bp := entryPool.Get().(*[]byte)
-	b := keyspace.AppendEntry((*bp)[:0], gen, payload)
+	b := c.appendEntry((*bp)[:0], gen, payload)
 	octx, cancel := c.opCtx(ctx)
 	err := c.redisSet(octx, cl, c.space.DataKey(key), b, ttl)
 	cancel()
@@ -419,7 +419,7 @@ func (c *Cache) invalidationSeq(st *prefixState) int64 {
 // call. Without an observation (the miss could not read the key) nothing is
 // written.
 func (c *Cache) storeLoaded(ctx context.Context, st *prefixState, key string, gen, seq int64, obs observation, payload []byte, ttl time.Duration) error {
-	b := keyspace.AppendEntry(make([]byte, 0, len(payload)+12), gen, payload)
+	b := c.appendEntry(make([]byte, 0, len(payload)+12), gen, payload)
 	return c.storeEntry(ctx, st, key, gen, seq, obs, b, ttl)
 }
 

@@ -83,8 +83,8 @@ return redis.call('PTTL', KEYS[1])
 // bump that made the others stale, would put the key back in a state a
 // write-back's miss may have observed (missing), so that its compare-and-set
 // would land what it read before the Delete or Set in between. An entry is
-// any version-1 header, whatever its flags (negative entries included). It reads only
-// a value's first 12 bytes.
+// any version-1 header, whatever its flags (FlagNegative, FlagCompressed;
+// the tombstone is told apart first). It reads only a value's first 12 bytes.
 const UnlinkStaleLua = luaIsTombstone + `
 local keep = tonumber(ARGV[1]) or 0
 local n = 0
