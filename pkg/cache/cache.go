@@ -1,27 +1,3 @@
-// Package cache is a Redis cache for Go services: typed Get/Set with TTLs,
-// loaders with stampede protection, write invalidation, an HTTP middleware and
-// hit/miss statistics. It fails open: when Redis is down or slow, loaders,
-// wrappers and the middleware still serve data from their source, and no call
-// waits on Redis longer than Config.SocketTimeout.
-//
-// A cache follows the CachePolicy that the cacheplane operator publishes for
-// its KeyPrefix: per-prefix TTLs, and invalidations that take effect in every
-// process within milliseconds. Without an operator it is a plain Redis cache.
-//
-// Keys given to the API are relative to Config.KeyPrefix. A key's prefix, its
-// first ':'-separated segment ("user" in "user:123"), is the unit of
-// statistics, policy TTLs and invalidation.
-//
-// # Consistency
-//
-// An invalidation is visible to the process that made it as soon as the call
-// returns, and to every other process within Config.EventsLease (sub-
-// millisecond while its events connection is healthy); a loader's write-back
-// never lands over a Delete, Set or prefix invalidation it raced; the
-// near-cache hides a write for at most NearCacheConfig.Lease. Caches with
-// different non-empty key prefixes cannot reach each other's keys. The full
-// contract, with every bound and what is not guaranteed, is docs/consistency.md
-// in the repository; a multi-process checker with injected faults tests it.
 package cache
 
 import (
