@@ -21,17 +21,22 @@ end
 `
 
 // WriteBackLua sets KEYS[1] to ARGV[2] with a TTL of ARGV[3] milliseconds
-// only if it still holds what the miss observed: ARGV[1] is the SHA1 (hex,
-// lower case) of the value the miss read, or "" if the key was missing. It
-// returns 1 if it wrote, 0 if the key had changed (a newer Set or a Delete
-// wins).
+// only if it holds what the miss observed, or nothing: ARGV[1] is the SHA1
+// (hex, lower case) of the value the miss read, or "" if the key was missing.
+// It returns 1 if it wrote, 0 if the key holds something else (a newer Set or
+// a Delete's tombstone wins).
+//
+// A key found missing is written whatever the miss saw: what removes a key
+// without leaving a tombstone cannot make the loaded value stale. An expiry is
+// no invalidation; reclaims and operator purges remove only entries of older
+// generations (and keep tombstones and newer entries), and a writer taking its
+// own write back does so because the generation moved, which fences this
+// write-back too (it carries the generation read before its load). Demanding
+// "still missing" or "still the stale entry" instead would refuse the first
+// write-back after every invalidation whose reclaim ran during the load.
 const WriteBackLua = `
 local cur = redis.call('GET', KEYS[1])
-if cur then
-  if redis.sha1hex(cur) ~= ARGV[1] then return 0 end
-elseif ARGV[1] ~= '' then
-  return 0
-end
+if cur and redis.sha1hex(cur) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 return 1
 `
