@@ -11,6 +11,9 @@
 //	GET  /metrics        the same counters for Prometheus
 //	GET  /healthz        200 once Redis is connected
 //
+// With -trace-stdout the cache's OpenTelemetry spans (cache.http,
+// cache.InvalidateOnWrite) are printed to stdout as JSON.
+//
 // Responses carry X-Cache: HIT or MISS. SIGINT or SIGTERM stops the server,
 // and closing the cache flushes the last counters to Redis.
 package main
@@ -34,6 +37,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/exporters/stdout/stdouttrace"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/cacheplane/cacheplane/pkg/cache"
 )
@@ -54,6 +60,7 @@ type config struct {
 	keyPrefix    string
 	storeLatency time.Duration
 	statsFlush   time.Duration
+	traceStdout  bool
 }
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {
@@ -65,6 +72,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&cfg.keyPrefix, "key-prefix", "demo", "Key prefix in Redis; the CachePolicy with this spec.keyPrefix governs the cache.")
 	fs.DurationVar(&cfg.storeLatency, "store-latency", 20*time.Millisecond, "Time each read of the fake backing store takes, so that hits are visibly faster.")
 	fs.DurationVar(&cfg.statsFlush, "stats-flush", cache.DefaultStatsFlushInterval, "How often hit/miss counters are flushed to Redis for the operator.")
+	fs.BoolVar(&cfg.traceStdout, "trace-stdout", false, "Print the cache's OpenTelemetry spans to stdout (JSON), to see hits, misses and load times per request.")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -89,11 +97,23 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
+	var tp trace.TracerProvider // nil: the global one, a no-op unless registered
+	if cfg.traceStdout {
+		exp, err := stdouttrace.New(stdouttrace.WithWriter(stdout))
+		if err != nil {
+			return err
+		}
+		// A syncer, not a batcher: each span is printed as it ends.
+		sdk := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+		defer func() { _ = sdk.Shutdown(context.Background()) }()
+		tp = sdk
+	}
 	c, err := cache.New(cache.Config{
 		URL:                cfg.redisURL,
 		KeyPrefix:          cfg.keyPrefix,
 		StatsFlushInterval: cfg.statsFlush,
 		Logger:             log,
+		TracerProvider:     tp,
 	})
 	if err != nil {
 		return err

@@ -222,3 +222,33 @@ func TestUnreachableRedisFailsAtStart(t *testing.T) {
 		t.Fatalf("run with no Redis: %v, want a connect error", err)
 	}
 }
+
+// TestTraceStdoutPrintsSpans: -trace-stdout prints the middleware's spans,
+// a miss and then a hit, to stdout.
+func TestTraceStdoutPrintsSpans(t *testing.T) {
+	base, stop := start(t, "-key-prefix", "trace-stdout", "-trace-stdout")
+	request(t, "GET", base+"/users/2", "")
+	request(t, "GET", base+"/users/2", "")
+	out, err := stop()
+	if err != nil {
+		t.Fatalf("run: %v\n%s", err, out)
+	}
+	for _, want := range []string{`"Name":"cache.http"`, `"Value":"miss"`, `"Value":"hit"`, `"cache.load.duration_ms"`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %s:\n%s", want, out)
+		}
+	}
+}
+
+// TestNoTraceOutputByDefault: without the flag nothing is traced.
+func TestNoTraceOutputByDefault(t *testing.T) {
+	base, stop := start(t, "-key-prefix", "trace-off")
+	request(t, "GET", base+"/users/2", "")
+	out, err := stop()
+	if err != nil {
+		t.Fatalf("run: %v\n%s", err, out)
+	}
+	if strings.Contains(out, "cache.http") {
+		t.Errorf("spans printed without -trace-stdout:\n%s", out)
+	}
+}

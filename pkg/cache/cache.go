@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/cacheplane/cacheplane/pkg/cache/keyspace"
 	"github.com/cacheplane/cacheplane/pkg/cache/redisconn"
@@ -174,6 +175,19 @@ type Config struct {
 	// and without it share data: every reader decompresses). A value that
 	// does not shrink is stored plain. 0: off; negative is an error.
 	CompressAbove int
+	// TracerProvider gives the OpenTelemetry spans of GetOrLoad and Cached
+	// ("cache.GetOrLoad"), the middleware's lookups ("cache.http") and the
+	// invalidations ("cache.Invalidate", "cache.InvalidatePrefix",
+	// "cache.InvalidateOnWrite"), children of the caller's span, with the
+	// outcome (hit, near-hit, negative-hit, miss), the key's prefix and on
+	// a miss the load's duration. Plain Get and Set have none: a redisotel
+	// hook on the client covers them. nil: the global provider
+	// (otel.GetTracerProvider); while none is registered, no span is
+	// started at all, so tracing costs nothing.
+	TracerProvider trace.TracerProvider
+	// TraceKeys adds the key (or the invalidated pattern) to the spans as
+	// "cache.key". Off by default: keys often carry user data.
+	TraceKeys bool
 }
 
 // Codec turns values into bytes and back.
@@ -195,6 +209,7 @@ var (
 
 // Cache is a Redis cache. Its methods are safe for concurrent use.
 type Cache struct {
+	tracing tracerCache
 	cfg     Config
 	conn    redisconn.Options
 	space   keyspace.Space

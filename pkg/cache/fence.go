@@ -34,9 +34,10 @@ var (
 // found usable, kept until the caller knows whether it decodes (a value that
 // does not is a miss too).
 type observation struct {
-	ok  bool
-	sum string
-	raw []byte
+	ok    bool
+	local bool // get served the entry from the near-cache (for tracing)
+	sum   string
+	raw   []byte
 }
 
 // saw records a reply of GET: b, or nothing (nil).

@@ -7,12 +7,15 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/cacheplane/cacheplane/pkg/cache/keyspace"
 )
@@ -78,7 +81,11 @@ func HTTPMiddleware(c *Cache, prefix string, ttl time.Duration, keyParams ...str
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			switch r.Method {
 			case http.MethodGet, http.MethodHead:
-				c.serveCached(w, r, next, prefix, ttl, keyParams)
+				if t := c.tracer(); t != nil {
+					c.serveTraced(t, w, r, next, prefix, ttl, keyParams)
+				} else {
+					c.serveCached(w, r, next, prefix, ttl, keyParams, nil)
+				}
 			case http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete:
 				rec := &recorder{ResponseWriter: w, limit: -1}
 				next.ServeHTTP(rec, r)
@@ -94,7 +101,25 @@ func HTTPMiddleware(c *Cache, prefix string, ttl time.Duration, keyParams ...str
 	}
 }
 
-func (c *Cache) serveCached(w http.ResponseWriter, r *http.Request, next http.Handler, prefix string, ttl time.Duration, keyParams []string) {
+// serveTraced is serveCached in a "cache.http" span, the request's context
+// carrying it to the handler. A 5xx response the handler gives on a miss
+// marks the span as an error.
+func (c *Cache) serveTraced(t trace.Tracer, w http.ResponseWriter, r *http.Request, next http.Handler, prefix string, ttl time.Duration, keyParams []string) {
+	var key string
+	if c.cfg.TraceKeys {
+		key = requestKey(r, prefix, keyParams)
+	}
+	ctx, span := c.startSpan(r.Context(), t, spanHTTP, prefix, key)
+	var info spanInfo
+	c.serveCached(w, r.WithContext(ctx), next, prefix, ttl, keyParams, &info)
+	var err error
+	if info.status >= 500 {
+		err = fmt.Errorf("cache: handler answered %d", info.status)
+	}
+	endSpan(span, &info, err)
+}
+
+func (c *Cache) serveCached(w http.ResponseWriter, r *http.Request, next http.Handler, prefix string, ttl time.Duration, keyParams []string, info *spanInfo) {
 	ctx := r.Context()
 	noCache, noStore := requestCacheControl(r.Header)
 	key := requestKey(r, prefix, keyParams)
@@ -112,6 +137,7 @@ func (c *Cache) serveCached(w http.ResponseWriter, r *http.Request, next http.Ha
 		if found {
 			if resp, ok := decodeResponse(payload); ok {
 				st.hits.Add(1)
+				info.setOutcome(outcomeHit)
 				resp.write(w, r)
 				return
 			}
@@ -136,14 +162,24 @@ func (c *Cache) serveCached(w http.ResponseWriter, r *http.Request, next http.Ha
 		}
 	}
 	w.Header().Set("X-Cache", "MISS")
+	info.setOutcome(outcomeMiss)
+	var start time.Time
+	if info != nil {
+		start = time.Now()
+	}
 	if !writeBack {
 		next.ServeHTTP(w, r)
+		info.setLoad(time.Since(start))
 		return
 	}
 	// Before the handler reads its data: see setEntry and storeLoaded.
 	gen, seq := st.gen.Load(), c.invalidationSeq(st)
 	rec := &recorder{ResponseWriter: w, limit: maxCachedBody, before: w.Header().Clone()}
 	next.ServeHTTP(rec, r)
+	if info != nil {
+		info.setLoad(time.Since(start))
+		info.status = rec.status()
+	}
 	if !rec.storable() {
 		return
 	}

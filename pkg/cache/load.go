@@ -55,17 +55,36 @@ func GetOrLoad[T any](ctx context.Context, c *Cache, key string, ttl time.Durati
 	if c == nil {
 		return load(ctx)
 	}
+	if t := c.tracer(); t != nil {
+		ctx, span := c.startSpan(ctx, t, spanGetOrLoad, keyspace.PrefixOf(key), key)
+		var info spanInfo
+		v, err := getOrLoad(ctx, c, key, ttl, load, &info)
+		endSpan(span, &info, err)
+		return v, err
+	}
+	return getOrLoad(ctx, c, key, ttl, load, nil)
+}
+
+// getOrLoad is GetOrLoad of a non-nil c, reporting to info (nil: untraced).
+func getOrLoad[T any](ctx context.Context, c *Cache, key string, ttl time.Duration, load func(context.Context) (T, error), info *spanInfo) (T, error) {
 	st := c.state(keyspace.PrefixOf(key))
 	var v T
 	var obs observation // what the miss saw: the write-back compares with it
 	found, err := c.get(ctx, st, key, &v, &obs)
 	if found {
+		if obs.local {
+			info.setOutcome(outcomeNearHit)
+		} else {
+			info.setOutcome(outcomeHit)
+		}
 		return v, nil
 	}
 	if isNegativeHit(err) {
+		info.setOutcome(outcomeNegativeHit)
 		var zero T
 		return zero, err
 	}
+	info.setOutcome(outcomeMiss)
 	writeBack := obs.ok
 	if err != nil {
 		if ctx.Err() != nil {
@@ -79,6 +98,10 @@ func GetOrLoad[T any](ctx context.Context, c *Cache, key string, ttl time.Durati
 	// Before the load reads its source: an invalidation after this point
 	// voids its write-back, and keeps later callers from joining it.
 	seq := c.invalidationSeq(st)
+	var waited time.Time
+	if info != nil {
+		waited = time.Now()
+	}
 	res, err := c.flights.do(ctx, c.space.DataKey(key), seq, func(lctx context.Context) (any, error) {
 		gen := st.gen.Load() // before loading: see setEntry
 		start := time.Now()
@@ -97,6 +120,9 @@ func GetOrLoad[T any](ctx context.Context, c *Cache, key string, ttl time.Durati
 		}
 		return &v, nil
 	})
+	if info != nil {
+		info.setLoad(time.Since(waited))
+	}
 	if err != nil {
 		var zero T
 		return zero, err
@@ -152,7 +178,7 @@ func (c *Cache) invalidatePrefix(ctx context.Context, prefix string) {
 	if c == nil {
 		return
 	}
-	if err := c.InvalidatePrefix(ctx, prefix); err != nil {
+	if err := c.tracedInvalidatePrefix(ctx, spanInvalidateOnWrite, prefix); err != nil {
 		c.warn("cache: invalidation after a write failed or goes on in the background", "prefix", prefix, "err", err)
 	}
 }
@@ -173,8 +199,26 @@ func (c *Cache) InvalidatePrefix(ctx context.Context, prefix string) error {
 	if c == nil {
 		return nil
 	}
+	return c.tracedInvalidatePrefix(ctx, spanInvalidatePrefix, prefix)
+}
+
+// tracedInvalidatePrefix is InvalidatePrefix in a span of the given name
+// when tracing is on.
+func (c *Cache) tracedInvalidatePrefix(ctx context.Context, name, prefix string) error {
+	t := c.tracer()
+	if t == nil {
+		return c.invalidatePrefixNow(ctx, prefix)
+	}
+	ctx, span := c.startSpan(ctx, t, name, prefix, prefixPattern(prefix))
+	err := c.invalidatePrefixNow(ctx, prefix)
+	endSpan(span, nil, err)
+	return err
+}
+
+// invalidatePrefixNow is InvalidatePrefix of a non-nil c, untraced.
+func (c *Cache) invalidatePrefixNow(ctx context.Context, prefix string) error {
 	if c.cfg.PolicyRefresh < 0 || strings.Contains(prefix, keyspace.Separator) {
-		_, err := c.Invalidate(ctx, prefixPattern(prefix))
+		_, err := c.invalidate(ctx, prefixPattern(prefix))
 		return err
 	}
 	st := c.addState(prefix, true) // its own generation, not otherPrefix's

@@ -52,6 +52,9 @@ func (c *Cache) get(ctx context.Context, st *prefixState, key string, dst any, o
 	// near-cache's hot path. Readers add them up (prefixState.allHits).
 	if local {
 		st.localHits.Add(1)
+		if obs != nil {
+			obs.local = true
+		}
 	} else {
 		st.hits.Add(1)
 	}
@@ -311,6 +314,17 @@ func (c *Cache) TTL(ctx context.Context, key string) (time.Duration, error) {
 // KeyPrefix a pattern such as "*" also matches the control keys of a
 // CachePolicy (they start with "{cacheplane:").
 func (c *Cache) Invalidate(ctx context.Context, pattern string) (int64, error) {
+	if t := c.tracer(); t != nil {
+		ctx, span := c.startSpan(ctx, t, spanInvalidate, keyspace.PrefixOf(pattern), pattern)
+		n, err := c.invalidate(ctx, pattern)
+		endSpan(span, nil, err)
+		return n, err
+	}
+	return c.invalidate(ctx, pattern)
+}
+
+// invalidate is Invalidate, untraced.
+func (c *Cache) invalidate(ctx context.Context, pattern string) (int64, error) {
 	prefix, whole := wholePrefix(pattern)
 	var st *prefixState
 	if whole {
