@@ -16,11 +16,7 @@ func unlinkKeys(ctx context.Context, cl redis.UniversalClient, keys []string) (i
 	if _, ok := cl.(*redis.ClusterClient); !ok || len(keys) < 2 {
 		return cl.Unlink(ctx, keys...).Result()
 	}
-	groups := map[int][]string{}
-	for _, k := range keys {
-		s := purge.Slot(k)
-		groups[s] = append(groups[s], k)
-	}
+	groups := purge.BySlot(keys)
 	pipe := cl.Pipeline()
 	cmds := make([]*redis.IntCmd, 0, len(groups))
 	for _, g := range groups {

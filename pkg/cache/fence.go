@@ -134,11 +134,7 @@ func (c *Cache) tombstone(ctx context.Context, cl *universal, keys []string) (in
 	if !cluster || len(keys) < 2 {
 		n, err = tombstoneScript.Run(ctx, cl, keys, ms, tomb).Int64()
 	} else {
-		groups := map[int][]string{}
-		for _, k := range keys {
-			s := purge.Slot(k)
-			groups[s] = append(groups[s], k)
-		}
+		groups := purge.BySlot(keys)
 		pipe := cl.Pipeline()
 		cmds := make([]*redis.Cmd, 0, len(groups))
 		for _, g := range groups {

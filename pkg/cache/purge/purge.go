@@ -200,7 +200,7 @@ func queueUnlinks(ctx context.Context, pipe redis.Pipeliner, keys []string, opt 
 		return []redis.Cmder{unlink(keys)}
 	}
 	var cmds []redis.Cmder
-	for _, group := range bySlot(keys) {
+	for _, group := range BySlot(keys) {
 		cmds = append(cmds, unlink(group))
 	}
 	return cmds

@@ -19,7 +19,9 @@ func Slot(key string) int {
 	return int(crc16(key) % slots)
 }
 
-func bySlot(keys []string) map[int][]string {
+// BySlot groups keys by their cluster hash slot: one multi-key command per
+// group is what Redis Cluster accepts.
+func BySlot(keys []string) map[int][]string {
 	groups := make(map[int][]string)
 	for _, k := range keys {
 		s := Slot(k)
