@@ -100,6 +100,11 @@ func writeChart(path string, rows []row) error {
 		fill(img, one, y+3, max(x, one+1), y+rowH-3, c)
 		text(max(xOf(b.speedup), xOf(1))+4, y+13, fmt.Sprintf("%.2fx", b.speedup), black)
 	}
+	return writePNG(path, img)
+}
+
+// writePNG encodes img into the file at path.
+func writePNG(path string, img image.Image) error {
 	f, err := os.Create(path)
 	if err != nil {
 		return err
@@ -231,15 +236,7 @@ func writeTimeChart(path, title string, start, end time.Time, panels []timePanel
 	label := "time since " + start.UTC().Format("2006-01-02 15:04:05 UTC")
 	text(w-right-width(label), h-4, label, chartDark)
 
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if err := png.Encode(f, img); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return writePNG(path, img)
 }
 
 // line draws a 2-pixel-wide line from (x0, y0) to (x1, y1) (Bresenham).
