@@ -9,6 +9,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/cacheplane/cacheplane/pkg/cache/internal/mono"
 	"github.com/cacheplane/cacheplane/pkg/cache/keyspace"
 	"github.com/cacheplane/cacheplane/pkg/cache/purge"
 )
@@ -123,16 +124,16 @@ func (c *Cache) readMany(ctx context.Context, keys []string) ([]batchRead, error
 	// are not filled from the batch (a fill needs each key's PTTL).
 	remote := make([]int, 0, len(reads))
 	if n := c.near; n != nil {
-		now := monoNow()
+		now := mono.Now()
 		for i := range reads {
 			r := &reads[i]
 			if n.serving(now) && n.covers(keyspace.PrefixOf(r.key)) && r.st.near.Load() != nearOff {
-				if e := n.store.getAt(r.key, now); e != nil {
-					if e.gen >= r.st.gen.Load() && n.serving(now) {
-						r.payload, r.found, r.local = e.payload, true, true
+				if e := n.store.GetAt(r.key, now); e != nil {
+					if e.Gen >= r.st.gen.Load() && n.serving(now) {
+						r.payload, r.found, r.local = e.Payload, true, true
 						continue
 					}
-					n.store.drop(e) // invalidated by the policy since it was stored
+					n.store.Drop(e) // invalidated by the policy since it was stored
 				}
 			}
 			remote = append(remote, i)

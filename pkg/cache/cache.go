@@ -17,6 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/cacheplane/cacheplane/pkg/cache/internal/flight"
 	"github.com/cacheplane/cacheplane/pkg/cache/keyspace"
 	"github.com/cacheplane/cacheplane/pkg/cache/redisconn"
 )
@@ -255,7 +256,7 @@ type Cache struct {
 	// subscription is lost), genLoaded when a read of them that started in
 	// that epoch succeeds (knowGenerations).
 	genEpoch, genLoaded atomic.Int64
-	// genLeaseEnd (monoNow) is when the generations stop being known
+	// genLeaseEnd (mono.Now) is when the generations stop being known
 	// without news from Redis (Config.EventsLease): the send time of the
 	// newest answered PING of the events subscription, or of the newest
 	// read of the generations, plus the lease.
@@ -272,7 +273,7 @@ type Cache struct {
 	reclaims  map[string]bool
 	reclaimWG sync.WaitGroup
 
-	flights  flightGroup
+	flights  flight.Group
 	loadTime *prometheus.HistogramVec
 	logLimit logLimiter
 	near     *nearCache // nil without Config.NearCache

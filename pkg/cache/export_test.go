@@ -8,7 +8,7 @@ import (
 // Hooks into unexported state for the tests of package cache_test.
 
 // FlightWaiters returns how many GetOrLoad callers wait for key's load.
-func FlightWaiters(c *Cache, key string) int { return c.flights.waiting(c.space.DataKey(key)) }
+func FlightWaiters(c *Cache, key string) int { return c.flights.Waiting(c.space.DataKey(key)) }
 
 // FlushStats runs one stats flush now.
 func FlushStats(c *Cache) error {

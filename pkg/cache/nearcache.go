@@ -13,6 +13,9 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/cacheplane/cacheplane/pkg/cache/internal/mono"
+	"github.com/cacheplane/cacheplane/pkg/cache/internal/nearstore"
+	"github.com/cacheplane/cacheplane/pkg/cache/internal/tracking"
 	"github.com/cacheplane/cacheplane/pkg/cache/keyspace"
 )
 
@@ -167,7 +170,7 @@ type NearCacheStats struct {
 type nearCache struct {
 	cfg      NearCacheConfig
 	prefixes map[string]bool // nil: every prefix
-	store    *nearStore
+	store    *nearstore.Store
 
 	// on is true while tracking is established: only then are entries
 	// filled. epoch changes whenever on does and at every flush; a read
@@ -176,12 +179,12 @@ type nearCache struct {
 	on     atomic.Bool
 	epoch  atomic.Uint64
 	tokens atomic.Uint64
-	// leaseEnd (monoNow) is when the lease lapses: the newest answered
+	// leaseEnd (mono.Now) is when the lease lapses: the newest answered
 	// PING's send time plus cfg.Lease; 0 while tracking is off. Hits are
 	// served only before it.
 	leaseEnd atomic.Int64
 
-	conn     atomic.Pointer[trackConn]
+	conn     atomic.Pointer[tracking.Conn]
 	disabled atomic.Pointer[string]
 	lastErr  atomic.Pointer[string] // while retrying; nil once established
 	closed   atomic.Bool
@@ -219,7 +222,7 @@ func newNearCache(cfg NearCacheConfig) (*nearCache, error) {
 	case cfg.Lease < MinNearCacheLease:
 		return nil, fmt.Errorf("cache: NearCache.Lease %v is shorter than %v (the tracking connection is PINGed four times per lease)", cfg.Lease, MinNearCacheLease)
 	}
-	n := &nearCache{store: newNearStore(cfg.MaxEntries, cfg.MaxBytes)}
+	n := &nearCache{store: nearstore.New(cfg.MaxEntries, cfg.MaxBytes)}
 	if len(cfg.Prefixes) > 0 {
 		cfg.Prefixes = slices.Clone(cfg.Prefixes)
 		n.prefixes = make(map[string]bool, len(cfg.Prefixes))
@@ -304,14 +307,14 @@ func (n *nearCache) renew(sent int64) {
 	}
 }
 
-// serving reports whether hits may be served at now (monoNow): tracking is
+// serving reports whether hits may be served at now (mono.Now): tracking is
 // established and its lease is current.
 func (n *nearCache) serving(now int64) bool { return now < n.leaseEnd.Load() }
 
 // flush empties the tier and voids the reads in flight.
 func (n *nearCache) flush() {
 	n.epoch.Add(1)
-	n.store.clear()
+	n.store.Clear()
 	n.flushes.Add(1)
 }
 
@@ -323,7 +326,7 @@ func (n *nearCache) invalidate(space keyspace.Space, keys []string) {
 	}
 	for _, k := range keys {
 		if rel, ok := space.Relative(k); ok {
-			n.store.invalidate(rel)
+			n.store.Invalidate(rel)
 		}
 	}
 }
@@ -341,9 +344,9 @@ func (n *nearCache) run(ctx context.Context, c *Cache) {
 	backoff := time.Duration(0)
 	lost := false
 	for ctx.Err() == nil {
-		t, err := dialTracker(ctx, dial, user, pass, prefixes, c.timeout)
+		t, err := tracking.Dial(ctx, dial, user, pass, prefixes, c.timeout)
 		if err != nil {
-			if errors.Is(err, errTrackingRefused) {
+			if errors.Is(err, tracking.ErrRefused) {
 				n.disable(c, err)
 				return
 			}
@@ -367,13 +370,13 @@ func (n *nearCache) run(ctx context.Context, c *Cache) {
 		}
 		n.lastErr.Store(nil)
 		n.conn.Store(t)
-		n.setOn(t.tracked)
+		n.setOn(t.Tracked)
 		serving := true
-		err = t.serve(ctx, n.cfg.Lease/4, trackHandler{
-			invalidate: func(keys []string) { n.invalidate(c.space, keys) },
-			answered:   n.renew,
-			tick: func() {
-				now := n.serving(monoNow())
+		err = t.Serve(ctx, n.cfg.Lease/4, tracking.Handler{
+			Invalidate: func(keys []string) { n.invalidate(c.space, keys) },
+			Answered:   n.renew,
+			Tick: func() {
+				now := n.serving(mono.Now())
 				if serving && !now {
 					n.lapses.Add(1)
 					c.warn("cache: near-cache's tracking connection silent for longer than its lease; reads go to Redis until it answers", "lease", n.cfg.Lease)
@@ -436,98 +439,12 @@ func (c *Cache) nearDialer() (dial func(context.Context) (net.Conn, error), user
 	}, opts.Username, opts.Password, nil
 }
 
-// read returns key's payload from the near-cache or from Redis. local
-// reports a near-cache hit. Counting is as in getEntry.
-func (c *Cache) read(ctx context.Context, st *prefixState, key string, obs *observation) (payload []byte, local, found bool, err error) {
-	n := c.near
-	if n == nil {
-		payload, found, err = c.getEntry(ctx, st, key, obs)
-		return payload, false, found, err
-	}
-	now := monoNow()
-	if !n.serving(now) || !n.covers(keyspace.PrefixOf(key)) || st.near.Load() == nearOff {
-		// Off, or without a current lease: neither served nor filled (a
-		// fill would be safe, see nearStore.fill's reservation, but the
-		// channel that keeps it fresh is in doubt).
-		payload, found, err = c.getEntry(ctx, st, key, obs)
-		return payload, false, found, err
-	}
-	if e := n.store.getAt(key, now); e != nil {
-		// The lease is checked again: setOff may be emptying the shards
-		// right now.
-		if e.gen >= st.gen.Load() && n.serving(now) {
-			return e.payload, true, true, nil
-		}
-		n.store.drop(e) // invalidated by the policy since it was stored
-	}
-	epoch := n.epoch.Load()
-	token := n.tokens.Add(1)
-	if !n.on.Load() || !n.store.reserve(key, token) {
-		payload, found, err = c.getEntry(ctx, st, key, obs)
-		return payload, false, found, err
-	}
-	gen, payload, ttl, found, err := c.getEntryTTL(ctx, st, key, obs)
-	if !found {
-		n.store.cancel(key, token)
-		return nil, false, false, err
-	}
-	life := n.cfg.TTL
-	switch {
-	case ttl > 0:
-		life = min(life, ttl) // never outlive the key in Redis
-	case ttl != noExpiry:
-		// Expiring within the millisecond (PTTL 0) or expired between the GET
-		// and the PTTL (keyGone): serve this read, keep nothing; kept for the
-		// near-cache's TTL, it would outlive the key.
-		n.store.cancel(key, token)
-		return payload, false, true, nil
-	}
-	n.store.fill(key, token, nearCopy(payload), gen, monoNow()+int64(life), func() bool {
-		return n.on.Load() && n.epoch.Load() == epoch
-	})
-	return payload, false, true, nil
-}
-
 // PTTL's answers for a key without a TTL, and for a key that does not exist
 // (any more).
 const (
 	noExpiry = -1
 	keyGone  = -2
 )
-
-// getEntryTTL is getEntry that also returns the entry's generation and the
-// key's remaining TTL, read in the same round trip: -1 for none, keyGone when
-// the key expired between the two commands.
-func (c *Cache) getEntryTTL(ctx context.Context, st *prefixState, key string, obs *observation) (gen int64, payload []byte, ttl time.Duration, found bool, err error) {
-	cl := c.client.Load()
-	if cl == nil {
-		st.errors.Add(1)
-		return 0, nil, 0, false, c.unavailable()
-	}
-	octx, cancel := c.opCtx(ctx)
-	defer cancel()
-	get, pttl, err := c.redisGetPTTL(octx, cl, c.space.DataKey(key))
-	var b []byte
-	if err == nil {
-		b, err = get.Bytes()
-		if err == redis.Nil {
-			obs.saw(nil)
-			st.misses.Add(1)
-			return 0, nil, 0, false, nil
-		}
-	}
-	if err != nil {
-		c.countError(ctx, st)
-		return 0, nil, 0, false, opError("get", key, err)
-	}
-	gen, payload, ok := c.usableEntry(st, key, b)
-	if !ok {
-		obs.saw(b)
-		return 0, nil, 0, false, nil
-	}
-	obs.sawUsable(b)
-	return gen, payload, pttl.Val(), true, nil
-}
 
 // allHits is every hit of the prefix: from Redis and from the near-cache.
 func (st *prefixState) allHits() int64 { return st.hits.Load() + st.localHits.Load() }
@@ -536,7 +453,7 @@ func (st *prefixState) allHits() int64 { return st.hits.Load() + st.localHits.Lo
 // that its next read goes to Redis without waiting for the invalidation.
 func (c *Cache) nearEvict(key string) {
 	if n := c.near; n != nil {
-		n.store.invalidate(key)
+		n.store.Invalidate(key)
 	}
 }
 
@@ -551,7 +468,7 @@ func (c *Cache) nearSync(ctx context.Context) {
 		return // off: emptied, and fills only start after it is back on
 	}
 	t := n.conn.Load()
-	if t == nil || !n.serving(monoNow()) {
+	if t == nil || !n.serving(mono.Now()) {
 		n.flush()
 		return
 	}
@@ -559,7 +476,7 @@ func (c *Cache) nearSync(ctx context.Context) {
 	defer cancel()
 	bctx, cancelLease := context.WithTimeout(bctx, n.cfg.Lease)
 	defer cancelLease()
-	if err := t.barrier(bctx); err != nil {
+	if err := t.Barrier(bctx); err != nil {
 		n.flush()
 	}
 }
@@ -572,8 +489,8 @@ func (c *Cache) NearCacheStats() NearCacheStats {
 	}
 	n := c.near
 	s := NearCacheStats{
-		Evictions:     n.store.evictions.Load(),
-		Invalidations: n.store.invalidations.Load(),
+		Evictions:     n.store.Evictions.Load(),
+		Invalidations: n.store.Invalidations.Load(),
 		Flushes:       n.flushes.Load(),
 		LeaseLapses:   n.lapses.Load(),
 	}
@@ -582,7 +499,7 @@ func (c *Cache) NearCacheStats() NearCacheStats {
 		s.State, s.Disabled = NearCacheDisabled, *d
 	case n.closed.Load():
 		s.State = NearCacheClosed
-	case n.serving(monoNow()):
+	case n.serving(mono.Now()):
 		s.State = NearCacheActive
 	case n.on.Load():
 		s.State = NearCacheStalled
@@ -592,6 +509,6 @@ func (c *Cache) NearCacheStats() NearCacheStats {
 		s.State = NearCacheConnecting
 	}
 	s.Enabled = s.State == NearCacheActive
-	s.Entries, s.Bytes = n.store.size()
+	s.Entries, s.Bytes = n.store.Size()
 	return s
 }

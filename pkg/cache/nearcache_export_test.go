@@ -3,6 +3,7 @@ package cache
 import (
 	"testing"
 
+	"github.com/cacheplane/cacheplane/pkg/cache/internal/tracking"
 	"github.com/cacheplane/cacheplane/pkg/cache/keyspace"
 )
 
@@ -13,7 +14,7 @@ func NearTrackerID(c *Cache) int64 {
 		return 0
 	}
 	if t := c.near.conn.Load(); t != nil {
-		return t.id
+		return t.ID
 	}
 	return 0
 }
@@ -35,7 +36,7 @@ func NearTrackPrefixes(t testing.TB, keyPrefix string, prefixes []string) []stri
 
 // NearPermanentReply reports whether an error reply to HELLO or CLIENT
 // TRACKING turns the near-cache off for good.
-var NearPermanentReply = permanentReply
+var NearPermanentReply = tracking.PermanentReply
 
 // NearOptedOut reports whether the policy this Cache has applied keeps
 // prefix out of the near-cache.

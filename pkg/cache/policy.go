@@ -11,6 +11,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/cacheplane/cacheplane/pkg/cache/internal/mono"
 	"github.com/cacheplane/cacheplane/pkg/cache/keyspace"
 )
 
@@ -37,7 +38,7 @@ func (c *Cache) refreshPolicy(ctx context.Context, cl redis.UniversalClient) err
 	c.policyMu.Lock()
 	defer c.policyMu.Unlock()
 	epoch := c.genEpoch.Load() // before the read: see knowGenerations
-	sent := monoNow()          // every bump before this is in the reply
+	sent := mono.Now()         // every bump before this is in the reply
 	octx, cancel := c.opCtx(ctx)
 	var (
 		pol *redis.MapStringStringCmd
@@ -112,11 +113,11 @@ func (c *Cache) reassertGenerations(ctx context.Context, cl redis.UniversalClien
 // loads and a clock read.
 func (c *Cache) genKnown() bool {
 	return c.cfg.PolicyRefresh < 0 ||
-		(c.genLoaded.Load() >= c.genEpoch.Load() && monoNow() < c.genLeaseEnd.Load())
+		(c.genLoaded.Load() >= c.genEpoch.Load() && mono.Now() < c.genLeaseEnd.Load())
 }
 
 // renewGenLease extends the events lease after an answer to a command sent
-// at sent (monoNow): every invalidation published before it has been
+// at sent (mono.Now): every invalidation published before it has been
 // applied.
 func (c *Cache) renewGenLease(sent int64) {
 	end := sent + int64(c.cfg.EventsLease)
@@ -281,7 +282,7 @@ func (c *Cache) subscribe(ctx context.Context, cl, sub redis.UniversalClient) {
 		backoff  time.Duration
 	)
 	for {
-		if now := monoNow(); now-lastPing >= int64(interval) {
+		if now := mono.Now(); now-lastPing >= int64(interval) {
 			if len(pings) > 0 && now-pings[0] > int64(c.timeout) {
 				// Silent for SocketTimeout: a peer gone without a FIN, say.
 				c.genEpoch.Add(1) // events may be lost: see knowGenerations

@@ -1,4 +1,8 @@
-package cache
+// Package tracking is the near-cache's tracking connection: a raw RESP3
+// connection with CLIENT TRACKING ON BCAST that reports invalidations in order
+// and proves, with a PING barrier, that every invalidation of an acknowledged
+// write has been applied.
+package tracking
 
 import (
 	"bufio"
@@ -11,6 +15,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/cacheplane/cacheplane/pkg/cache/internal/mono"
 )
 
 // The near-cache hears about changed keys on a connection of its own, in
@@ -20,7 +26,7 @@ import (
 // FLUSHDB/FLUSHALL. The connection is raw rather than a go-redis one because
 // the cache must see every frame in order: a PING answered on it proves that
 // every invalidation of a write acknowledged before the PING was sent has been
-// applied (see barrier), and its loss must be noticed at once, never hidden
+// applied (see Barrier), and its loss must be noticed at once, never hidden
 // by a silent reconnect.
 //
 // Why the order holds in BCAST mode, where Redis does not push an
@@ -31,58 +37,58 @@ import (
 // the push is queued on the tracking connection, ahead of the reply to any
 // PING the tracker sends after that.
 
-// trackConn is one established tracking connection.
-type trackConn struct {
+// Conn is one established tracking connection.
+type Conn struct {
 	conn    net.Conn
 	rd      *bufio.Reader
 	timeout time.Duration
-	id      int64 // CLIENT ID, for tests that kill it
-	// tracked is when CLIENT TRACKING ON was sent (monoNow): writes
+	ID      int64 // CLIENT ID, for tests that kill it
+	// Tracked is when CLIENT TRACKING ON was sent (mono.Now): writes
 	// acknowledged after it are reported on this connection.
-	tracked int64
+	Tracked int64
 
 	mu      sync.Mutex // serialises writes and guards waiters, err and failed
-	waiters []trackWaiter
+	waiters []waiter
 	err     error // set once the reader has stopped
 	failed  error // why the pinger closed the connection
 }
 
-// trackWaiter is a command sent on the tracking connection whose reply is
+// waiter is a command sent on the tracking connection whose reply is
 // still to come.
-type trackWaiter struct {
-	sent int64      // monoNow when it was written
+type waiter struct {
+	sent int64      // mono.Now when it was written
 	ch   chan error // nil: nobody waits
 }
 
-// trackHandler is what a tracking connection reports to its near-cache.
-type trackHandler struct {
-	// invalidate applies one invalidation push: Redis keys, nil for all.
-	invalidate func(keys []string)
-	// answered reports that a command written at sent (monoNow) has been
+// Handler is what a tracking connection reports to its near-cache.
+type Handler struct {
+	// Invalidate applies one invalidation push: Redis keys, nil for all.
+	Invalidate func(keys []string)
+	// Answered reports that a command written at sent (mono.Now) has been
 	// answered, so every invalidation of a write acknowledged before sent
 	// has been applied.
-	answered func(sent int64)
-	// tick runs at every PING interval.
-	tick func()
+	Answered func(sent int64)
+	// Tick runs at every PING interval.
+	Tick func()
 }
 
-// errTrackingRefused marks a server that will never track keys for us: the
+// ErrRefused marks a server that will never track keys for us: the
 // tier stays off for the life of the Cache.
-var errTrackingRefused = errors.New("server refuses client tracking")
+var ErrRefused = errors.New("server refuses client tracking")
 
-// dialTracker opens a tracking connection: HELLO 3 (with credentials), then
+// Dial opens a tracking connection: HELLO 3 (with credentials), then
 // CLIENT TRACKING ON BCAST with the given prefixes. An error reply that says
-// the server cannot or may not do this (see permanentReply) wraps
-// errTrackingRefused; any other error is worth another try.
-func dialTracker(ctx context.Context, dial func(ctx context.Context) (net.Conn, error), username, password string, prefixes []string, timeout time.Duration) (*trackConn, error) {
+// the server cannot or may not do this (see PermanentReply) wraps
+// ErrRefused; any other error is worth another try.
+func Dial(ctx context.Context, dial func(ctx context.Context) (net.Conn, error), username, password string, prefixes []string, timeout time.Duration) (*Conn, error) {
 	dctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	conn, err := dial(dctx)
 	if err != nil {
 		return nil, err
 	}
-	t := &trackConn{conn: conn, rd: bufio.NewReaderSize(conn, 32<<10), timeout: timeout}
-	fail := func(err error) (*trackConn, error) {
+	t := &Conn{conn: conn, rd: bufio.NewReaderSize(conn, 32<<10), timeout: timeout}
+	fail := func(err error) (*Conn, error) {
 		conn.Close()
 		return nil, err
 	}
@@ -105,7 +111,7 @@ func dialTracker(ctx context.Context, dial func(ctx context.Context) (net.Conn, 
 	if v.kind == respMap {
 		for i := 0; i+1 < len(v.elems); i += 2 {
 			if v.elems[i].str == "id" {
-				t.id = v.elems[i+1].int
+				t.ID = v.elems[i+1].int
 			}
 		}
 	}
@@ -113,7 +119,7 @@ func dialTracker(ctx context.Context, dial func(ctx context.Context) (net.Conn, 
 	for _, p := range prefixes {
 		track = append(track, "PREFIX", p)
 	}
-	t.tracked = monoNow()
+	t.Tracked = mono.Now()
 	if _, err := t.roundTrip(track...); err != nil {
 		return fail(err)
 	}
@@ -123,7 +129,7 @@ func dialTracker(ctx context.Context, dial func(ctx context.Context) (net.Conn, 
 
 // roundTrip sends one command and reads its reply during the handshake, when
 // no push can arrive yet. An error reply becomes an error.
-func (t *trackConn) roundTrip(args ...string) (respValue, error) {
+func (t *Conn) roundTrip(args ...string) (respValue, error) {
 	if _, err := t.conn.Write(appendCommand(nil, args...)); err != nil {
 		return respValue{}, err
 	}
@@ -137,8 +143,8 @@ func (t *trackConn) roundTrip(args ...string) (respValue, error) {
 		}
 		if v.kind == respError {
 			cmd := strings.Join(args[:min(2, len(args))], " ")
-			if permanentReply(v.str) {
-				return v, fmt.Errorf("%w: %s: %s", errTrackingRefused, cmd, v.str)
+			if PermanentReply(v.str) {
+				return v, fmt.Errorf("%w: %s: %s", ErrRefused, cmd, v.str)
 			}
 			return v, fmt.Errorf("%s: %s", cmd, v.str)
 		}
@@ -146,12 +152,12 @@ func (t *trackConn) roundTrip(args ...string) (respValue, error) {
 	}
 }
 
-// permanentReply tells the error replies of a server that will never track
+// PermanentReply tells the error replies of a server that will never track
 // keys for this client (no RESP3, the command renamed or missing, forbidden
 // by ACL) from those of one that may soon (LOADING, "max number of clients
 // reached", a failing over or restarting server, an ACL user not created
 // yet): only the first turn the tier off for good.
-func permanentReply(msg string) bool {
+func PermanentReply(msg string) bool {
 	switch {
 	case strings.HasPrefix(msg, "NOPERM"), strings.HasPrefix(msg, "NOPROTO"):
 		return true
@@ -161,16 +167,16 @@ func permanentReply(msg string) bool {
 	return false
 }
 
-// serve reads the connection until it fails or ctx ends, reporting to h.
+// Serve reads the connection until it fails or ctx ends, reporting to h.
 // Every interval it PINGs the connection (the replies renew the near-cache's
 // lease) and gives up on one that has left a command unanswered for the
 // socket timeout: a peer gone without a FIN, or a stalled network.
-func (t *trackConn) serve(ctx context.Context, interval time.Duration, h trackHandler) error {
+func (t *Conn) Serve(ctx context.Context, interval time.Duration, h Handler) error {
 	stop := context.AfterFunc(ctx, func() { t.conn.Close() })
 	defer stop()
 	done := make(chan struct{})
 	var pinger sync.WaitGroup
-	pinger.Go(func() { t.ping(done, interval, h.tick) })
+	pinger.Go(func() { t.ping(done, interval, h.Tick) })
 	err := t.readLoop(h)
 	close(done)
 	pinger.Wait()
@@ -196,7 +202,7 @@ func (t *trackConn) serve(ctx context.Context, interval time.Duration, h trackHa
 
 // ping sends a PING every interval until done, and closes the connection
 // once its oldest unanswered command is older than the socket timeout.
-func (t *trackConn) ping(done <-chan struct{}, interval time.Duration, tick func()) {
+func (t *Conn) ping(done <-chan struct{}, interval time.Duration, tick func()) {
 	ticker := time.NewTicker(interval)
 	defer ticker.Stop()
 	for {
@@ -214,7 +220,7 @@ func (t *trackConn) ping(done <-chan struct{}, interval time.Duration, tick func
 			oldest = t.waiters[0].sent
 		}
 		t.mu.Unlock()
-		if oldest >= 0 && monoNow()-oldest > int64(t.timeout) {
+		if oldest >= 0 && mono.Now()-oldest > int64(t.timeout) {
 			t.fail(fmt.Errorf("no answer to PING within %v", t.timeout))
 			return
 		}
@@ -226,7 +232,7 @@ func (t *trackConn) ping(done <-chan struct{}, interval time.Duration, tick func
 }
 
 // fail closes the connection for reason, which serve then returns.
-func (t *trackConn) fail(reason error) {
+func (t *Conn) fail(reason error) {
 	t.mu.Lock()
 	if t.failed == nil && t.err == nil {
 		t.failed = reason
@@ -235,7 +241,7 @@ func (t *trackConn) fail(reason error) {
 	t.conn.Close()
 }
 
-func (t *trackConn) readLoop(h trackHandler) error {
+func (t *Conn) readLoop(h Handler) error {
 	for {
 		// No read deadline: the pinger closes a connection that stops
 		// answering, wherever in a frame the reader is.
@@ -246,20 +252,20 @@ func (t *trackConn) readLoop(h trackHandler) error {
 		if v.kind == respPush {
 			if len(v.elems) >= 2 && v.elems[0].str == "invalidate" {
 				if v.elems[1].kind == respNull {
-					h.invalidate(nil)
+					h.Invalidate(nil)
 					continue
 				}
 				keys := make([]string, 0, len(v.elems[1].elems))
 				for _, k := range v.elems[1].elems {
 					keys = append(keys, k.str)
 				}
-				h.invalidate(keys)
+				h.Invalidate(keys)
 			}
 			continue
 		}
 		// A reply: to the oldest command still waiting (PINGs, in order).
 		t.mu.Lock()
-		var w trackWaiter
+		var w waiter
 		ok := len(t.waiters) > 0
 		if ok {
 			w = t.waiters[0]
@@ -271,7 +277,7 @@ func (t *trackConn) readLoop(h trackHandler) error {
 		}
 		// Any reply, even an error, comes after the pushes queued before
 		// the command was read.
-		h.answered(w.sent)
+		h.Answered(w.sent)
 		if w.ch != nil {
 			var rerr error
 			if v.kind == respError {
@@ -283,7 +289,7 @@ func (t *trackConn) readLoop(h trackHandler) error {
 }
 
 // send writes a command whose reply goes to ch (nil: nobody waits).
-func (t *trackConn) send(ch chan error, args ...string) error {
+func (t *Conn) send(ch chan error, args ...string) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.err != nil {
@@ -293,17 +299,17 @@ func (t *trackConn) send(ch chan error, args ...string) error {
 		return t.failed
 	}
 	_ = t.conn.SetWriteDeadline(time.Now().Add(t.timeout))
-	sent := monoNow()
+	sent := mono.Now()
 	if _, err := t.conn.Write(appendCommand(nil, args...)); err != nil {
 		return err
 	}
-	t.waiters = append(t.waiters, trackWaiter{sent: sent, ch: ch})
+	t.waiters = append(t.waiters, waiter{sent: sent, ch: ch})
 	return nil
 }
 
-// barrier returns once every invalidation of a write acknowledged before it
+// Barrier returns once every invalidation of a write acknowledged before it
 // was called has been applied (see the order argument above).
-func (t *trackConn) barrier(ctx context.Context) error {
+func (t *Conn) Barrier(ctx context.Context) error {
 	w := make(chan error, 1)
 	if err := t.send(w, "PING"); err != nil {
 		return err

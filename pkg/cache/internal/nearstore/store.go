@@ -1,13 +1,18 @@
-package cache
+// Package nearstore is the near-cache's memory: a sharded map with S3-FIFO
+// eviction and read reservations, which know nothing of Redis. The cache
+// package decides what goes in and what is invalidated; this package keeps
+// the bounds and the race between a read and an invalidation straight.
+package nearstore
 
 import (
 	"hash/maphash"
 	"sync"
 	"sync/atomic"
-	"time"
+
+	"github.com/cacheplane/cacheplane/pkg/cache/internal/mono"
 )
 
-// nearStore is the near-cache's memory: a sharded map with S3-FIFO eviction
+// Store is the near-cache's memory: a sharded map with S3-FIFO eviction
 // (Yang et al., SOSP '23), bounded by entries and by bytes.
 //
 // Why S3-FIFO rather than LRU or CLOCK: a hit must be cheap under many
@@ -21,7 +26,7 @@ import (
 // evicting the working set. The ghost FIFO remembers recently evicted keys,
 // so a key that comes back soon goes straight to the main FIFO.
 //
-// Pending reservations (see reserve and fill) live beside the entries: an
+// Pending reservations (see Reserve and Fill) live beside the entries: an
 // invalidation removes both, which is what keeps a read that raced a write
 // from publishing the value it read before the write.
 //
@@ -29,39 +34,39 @@ import (
 // maps keys to entries. Every change goes through the key's shard, under its
 // lock, which keeps index, the shard's map and its FIFOs in step; the shard
 // locks are for writers only, so parallel hits never contend on one.
-type nearStore struct {
+type Store struct {
 	seed   maphash.Seed
-	shards []nearShard
+	shards []segment
 	mask   uint64
-	index  sync.Map // string -> *nearEntry
+	index  sync.Map // string -> *Entry
 
-	evictions     atomic.Int64 // entries dropped by the size bounds
-	invalidations atomic.Int64 // entries dropped because their key changed
+	Evictions     atomic.Int64 // entries dropped by the size bounds
+	Invalidations atomic.Int64 // entries dropped because their key changed
 }
 
-// nearEntryOverhead approximates the bytes an entry costs beyond its key and
+// entryOverhead approximates the bytes an entry costs beyond its key and
 // payload: the entry struct, its map slot and the key's string header.
-const nearEntryOverhead = 112
+const entryOverhead = 112
 
-// nearEntry is immutable once published, except freq (atomic) and the list
+// Entry is immutable once published, except freq (atomic) and the list
 // links and inMain (used under the shard's lock only), so readers use it
 // without a lock.
-type nearEntry struct {
+type Entry struct {
 	key     string
-	payload []byte
-	gen     int64 // generation of the stored entry: stale once the prefix moves past it
-	expires int64 // monotonic nanoseconds (see monoNow)
+	Payload []byte
+	Gen     int64 // generation of the stored entry: stale once the prefix moves past it
+	expires int64 // monotonic nanoseconds (see mono.Now)
 	size    int64
 	hash    uint64
 
 	freq       atomic.Int32 // reads since insertion or last eviction pass, 0..3
 	inMain     bool
-	prev, next *nearEntry
+	prev, next *Entry
 }
 
-type nearShard struct {
+type segment struct {
 	mu      sync.Mutex
-	m       map[string]*nearEntry
+	m       map[string]*Entry
 	pending map[string]uint64 // key -> token of the read in flight
 	small   fifo
 	main    fifo
@@ -71,20 +76,16 @@ type nearShard struct {
 	maxBytes   int64
 }
 
-// monoBase anchors monoNow: time.Since reads the monotonic clock, so a wall
-// clock step cannot extend an entry's life.
-var monoBase = time.Now()
-
-func monoNow() int64 { return int64(time.Since(monoBase)) }
-
-func newNearStore(maxEntries int, maxBytes int64) *nearStore {
+// New returns a store bounded by maxEntries entries and maxBytes bytes
+// (keys, payloads and a fixed per-entry overhead).
+func New(maxEntries int, maxBytes int64) *Store {
 	n := 16
 	// Small caches keep one shard, so the bounds stay exact rather than being
 	// split into shares too small to hold anything.
 	if maxEntries < 64*n || maxBytes < 64<<10*int64(n) {
 		n = 1
 	}
-	s := &nearStore{seed: maphash.MakeSeed(), shards: make([]nearShard, n), mask: uint64(n - 1)}
+	s := &Store{seed: maphash.MakeSeed(), shards: make([]segment, n), mask: uint64(n - 1)}
 	for i := range s.shards {
 		sh := &s.shards[i]
 		// Shares add up to exactly the configured bounds.
@@ -96,28 +97,28 @@ func newNearStore(maxEntries int, maxBytes int64) *nearStore {
 		if int64(i) < maxBytes%int64(n) {
 			sh.maxBytes++
 		}
-		sh.m = make(map[string]*nearEntry)
+		sh.m = make(map[string]*Entry)
 		sh.pending = make(map[string]uint64)
 		sh.ghost.init(max(sh.maxEntries, 16))
 	}
 	return s
 }
 
-func (s *nearStore) hash(key string) uint64 { return maphash.String(s.seed, key) }
+func (s *Store) hash(key string) uint64 { return maphash.String(s.seed, key) }
 
-func (s *nearStore) shard(h uint64) *nearShard { return &s.shards[h&s.mask] }
+func (s *Store) shard(h uint64) *segment { return &s.shards[h&s.mask] }
 
-// get returns key's entry if it is present and unexpired. The caller checks
+// Get returns key's entry if it is present and unexpired. The caller checks
 // its generation.
-func (s *nearStore) get(key string) *nearEntry { return s.getAt(key, monoNow()) }
+func (s *Store) Get(key string) *Entry { return s.GetAt(key, mono.Now()) }
 
-// getAt is get at now (monoNow), for a caller that has read the clock.
-func (s *nearStore) getAt(key string, now int64) *nearEntry {
+// GetAt is Get at now (mono.Now), for a caller that has read the clock.
+func (s *Store) GetAt(key string, now int64) *Entry {
 	v, ok := s.index.Load(key)
 	if !ok {
 		return nil
 	}
-	e := v.(*nearEntry)
+	e := v.(*Entry)
 	if now >= e.expires {
 		return nil
 	}
@@ -127,11 +128,11 @@ func (s *nearStore) getAt(key string, now int64) *nearEntry {
 	return e
 }
 
-// reserve records that a read of key is about to be sent to Redis, under
+// Reserve records that a read of key is about to be sent to Redis, under
 // token, and drops a present entry (the caller found it unusable). It
 // reports false if another read of key is already in flight: that one will
 // fill the entry.
-func (s *nearStore) reserve(key string, token uint64) bool {
+func (s *Store) Reserve(key string, token uint64) bool {
 	sh := s.shard(s.hash(key))
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -145,13 +146,13 @@ func (s *nearStore) reserve(key string, token uint64) bool {
 	return true
 }
 
-// fill publishes what the read under token found, if the reservation still
-// stands (no invalidation of key arrived since reserve) and valid() holds
+// Fill publishes what the read under token found, if the reservation still
+// stands (no invalidation of key arrived since Reserve) and valid() holds
 // under the shard lock. It reports whether the entry was published.
-func (s *nearStore) fill(key string, token uint64, payload []byte, gen, expires int64, valid func() bool) bool {
+func (s *Store) Fill(key string, token uint64, payload []byte, gen, expires int64, valid func() bool) bool {
 	h := s.hash(key)
 	sh := s.shard(h)
-	size := int64(len(key)+len(payload)) + nearEntryOverhead
+	size := int64(len(key)+len(payload)) + entryOverhead
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	if sh.pending[key] != token {
@@ -161,7 +162,7 @@ func (s *nearStore) fill(key string, token uint64, payload []byte, gen, expires 
 	if size > sh.maxBytes || !valid() {
 		return false
 	}
-	e := &nearEntry{key: key, payload: payload, gen: gen, expires: expires, size: size, hash: h}
+	e := &Entry{key: key, Payload: payload, Gen: gen, expires: expires, size: size, hash: h}
 	if sh.ghost.take(h) {
 		e.inMain = true // evicted recently and wanted again: skip probation
 		sh.main.pushFront(e)
@@ -173,13 +174,13 @@ func (s *nearStore) fill(key string, token uint64, payload []byte, gen, expires 
 	for sh.entries() > sh.maxEntries || sh.bytes() > sh.maxBytes {
 		e := sh.evictOne()
 		s.index.CompareAndDelete(e.key, e)
-		s.evictions.Add(1)
+		s.Evictions.Add(1)
 	}
 	return true
 }
 
-// cancel drops the reservation under token, if it still stands.
-func (s *nearStore) cancel(key string, token uint64) {
+// Cancel drops the reservation under token, if it still stands.
+func (s *Store) Cancel(key string, token uint64) {
 	sh := s.shard(s.hash(key))
 	sh.mu.Lock()
 	if sh.pending[key] == token {
@@ -188,20 +189,20 @@ func (s *nearStore) cancel(key string, token uint64) {
 	sh.mu.Unlock()
 }
 
-// invalidate drops key's entry and any read of it in flight.
-func (s *nearStore) invalidate(key string) {
+// Invalidate drops key's entry and any read of it in flight.
+func (s *Store) Invalidate(key string) {
 	sh := s.shard(s.hash(key))
 	sh.mu.Lock()
 	delete(sh.pending, key)
 	if e := sh.m[key]; e != nil {
 		s.remove(sh, e)
-		s.invalidations.Add(1)
+		s.Invalidations.Add(1)
 	}
 	sh.mu.Unlock()
 }
 
-// drop removes e if it is still key's entry (a reader found it stale).
-func (s *nearStore) drop(e *nearEntry) {
+// Drop removes e if it is still key's entry (a reader found it stale).
+func (s *Store) Drop(e *Entry) {
 	sh := s.shard(e.hash)
 	sh.mu.Lock()
 	if sh.m[e.key] == e {
@@ -210,8 +211,8 @@ func (s *nearStore) drop(e *nearEntry) {
 	sh.mu.Unlock()
 }
 
-// clear drops every entry and every reservation.
-func (s *nearStore) clear() {
+// Clear drops every entry and every reservation.
+func (s *Store) Clear() {
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.Lock()
@@ -226,8 +227,8 @@ func (s *nearStore) clear() {
 	}
 }
 
-// size returns the entries and bytes held.
-func (s *nearStore) size() (entries int, bytes int64) {
+// Size returns the entries and bytes held.
+func (s *Store) Size() (entries int, bytes int64) {
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.Lock()
@@ -238,9 +239,9 @@ func (s *nearStore) size() (entries int, bytes int64) {
 	return entries, bytes
 }
 
-func (sh *nearShard) entries() int { return sh.small.n + sh.main.n }
-func (sh *nearShard) bytes() int64 { return sh.small.bytes + sh.main.bytes }
-func (sh *nearShard) queue(e *nearEntry) *fifo {
+func (sh *segment) entries() int { return sh.small.n + sh.main.n }
+func (sh *segment) bytes() int64 { return sh.small.bytes + sh.main.bytes }
+func (sh *segment) queue(e *Entry) *fifo {
 	if e.inMain {
 		return &sh.main
 	}
@@ -248,7 +249,7 @@ func (sh *nearShard) queue(e *nearEntry) *fifo {
 }
 
 // remove drops e from sh and the index; sh is locked.
-func (s *nearStore) remove(sh *nearShard, e *nearEntry) {
+func (s *Store) remove(sh *segment, e *Entry) {
 	sh.queue(e).unlink(e)
 	delete(sh.m, e.key)
 	s.index.CompareAndDelete(e.key, e)
@@ -260,7 +261,7 @@ func (s *nearStore) remove(sh *nearShard, e *nearEntry) {
 // ghost), otherwise from the main FIFO (an entry read since it last came by
 // gets another round with one count less). It returns the evicted entry, for
 // the caller to drop from the index.
-func (sh *nearShard) evictOne() *nearEntry {
+func (sh *segment) evictOne() *Entry {
 	for {
 		if sh.small.n > 0 && (sh.main.n == 0 || sh.small.n*10 >= sh.maxEntries || sh.small.bytes*10 >= sh.maxBytes) {
 			e := sh.small.back()
@@ -290,12 +291,12 @@ func (sh *nearShard) evictOne() *nearEntry {
 // fifo is an intrusive doubly linked queue: new entries at the front,
 // eviction candidates at the back.
 type fifo struct {
-	head, tail *nearEntry
+	head, tail *Entry
 	n          int
 	bytes      int64
 }
 
-func (q *fifo) pushFront(e *nearEntry) {
+func (q *fifo) pushFront(e *Entry) {
 	e.prev, e.next = nil, q.head
 	if q.head != nil {
 		q.head.prev = e
@@ -307,9 +308,9 @@ func (q *fifo) pushFront(e *nearEntry) {
 	q.bytes += e.size
 }
 
-func (q *fifo) back() *nearEntry { return q.tail }
+func (q *fifo) back() *Entry { return q.tail }
 
-func (q *fifo) unlink(e *nearEntry) {
+func (q *fifo) unlink(e *Entry) {
 	if e.prev != nil {
 		e.prev.next = e.next
 	} else {

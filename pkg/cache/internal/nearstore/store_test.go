@@ -1,23 +1,25 @@
-package cache
+package nearstore
 
 import (
 	"fmt"
 	"testing"
+
+	"github.com/cacheplane/cacheplane/pkg/cache/internal/mono"
 )
 
-func fillStore(s *nearStore, key string, payload []byte) bool {
+func fillStore(s *Store, key string, payload []byte) bool {
 	token := uint64(len(key))<<32 + uint64(len(payload)) + 1
-	if !s.reserve(key, token) {
+	if !s.Reserve(key, token) {
 		return false
 	}
-	return s.fill(key, token, payload, 0, monoNow()+int64(1<<62), func() bool { return true })
+	return s.Fill(key, token, payload, 0, mono.Now()+int64(1<<62), func() bool { return true })
 }
 
 // The reason for S3-FIFO over LRU: a scan of keys read once does not push out
 // the entries that are read again and again. With LRU, 1000 one-off keys
 // through a 100-entry cache would leave none of the hot ones.
 func TestNearStoreScanResistance(t *testing.T) {
-	s := newNearStore(100, 1<<20)
+	s := New(100, 1<<20)
 	hot := make([]string, 50)
 	for i := range hot {
 		hot[i] = fmt.Sprint("hot:", i)
@@ -28,21 +30,21 @@ func TestNearStoreScanResistance(t *testing.T) {
 		// not re-filled: what is gone stays gone).
 		if round%20 == 0 {
 			for _, k := range hot {
-				s.get(k)
+				s.Get(k)
 			}
 		}
 		fillStore(s, fmt.Sprint("scan:", round), []byte("s"))
 	}
 	kept := 0
 	for _, k := range hot {
-		if s.get(k) != nil {
+		if s.Get(k) != nil {
 			kept++
 		}
 	}
 	if kept < 45 {
 		t.Errorf("only %d of 50 hot keys survived a scan of 1000 one-off keys", kept)
 	}
-	if n, _ := s.size(); n > 100 {
+	if n, _ := s.Size(); n > 100 {
 		t.Errorf("store holds %d entries, bound 100", n)
 	}
 }
@@ -50,35 +52,35 @@ func TestNearStoreScanResistance(t *testing.T) {
 // An invalidation between reserve and fill voids the fill: the read may have
 // seen the value from before the write.
 func TestNearStoreInvalidationVoidsReservation(t *testing.T) {
-	s := newNearStore(100, 1<<20)
-	if !s.reserve("k", 7) {
+	s := New(100, 1<<20)
+	if !s.Reserve("k", 7) {
 		t.Fatal("reserve failed")
 	}
-	if s.reserve("k", 8) {
+	if s.Reserve("k", 8) {
 		t.Error("second reservation of a key in flight succeeded")
 	}
-	s.invalidate("k")
-	if s.fill("k", 7, []byte("old"), 0, monoNow()+1e12, func() bool { return true }) {
+	s.Invalidate("k")
+	if s.Fill("k", 7, []byte("old"), 0, mono.Now()+1e12, func() bool { return true }) {
 		t.Error("fill after invalidation succeeded")
 	}
-	if s.get("k") != nil {
+	if s.Get("k") != nil {
 		t.Error("invalidated read was published")
 	}
 	// A flush voids it too.
-	s.reserve("k", 9)
-	s.clear()
-	if s.fill("k", 9, []byte("old"), 0, monoNow()+1e12, func() bool { return true }) {
+	s.Reserve("k", 9)
+	s.Clear()
+	if s.Fill("k", 9, []byte("old"), 0, mono.Now()+1e12, func() bool { return true }) {
 		t.Error("fill after clear succeeded")
 	}
 	// And so does a failed validity check (an epoch change).
-	s.reserve("k", 10)
-	if s.fill("k", 10, []byte("v"), 0, monoNow()+1e12, func() bool { return false }) {
+	s.Reserve("k", 10)
+	if s.Fill("k", 10, []byte("v"), 0, mono.Now()+1e12, func() bool { return false }) {
 		t.Error("fill with a stale epoch succeeded")
 	}
 }
 
 func TestNearStoreShardedBounds(t *testing.T) {
-	s := newNearStore(2000, 2<<20)
+	s := New(2000, 2<<20)
 	if len(s.shards) != 16 {
 		t.Fatalf("%d shards, want 16", len(s.shards))
 	}
@@ -93,7 +95,7 @@ func TestNearStoreShardedBounds(t *testing.T) {
 	for i := range 10_000 {
 		fillStore(s, fmt.Sprint("k", i), make([]byte, 100))
 	}
-	if n, b := s.size(); n > 2000 || b > 2<<20 || n < 1500 {
+	if n, b := s.Size(); n > 2000 || b > 2<<20 || n < 1500 {
 		t.Errorf("store holds %d entries, %d bytes", n, b)
 	}
 }
