@@ -276,7 +276,7 @@ func (c *Cache) SetMany(ctx context.Context, items map[string]any, ttl time.Dura
 	cmds := make([]*redis.StatusCmd, len(keys))
 	for i, k := range keys {
 		// Tagged with the generation now, as Set tags it.
-		b := keyspace.AppendEntry(make([]byte, 0, len(payloads[i])+12), sts[i].gen.Load(), payloads[i])
+		b := c.appendEntry(make([]byte, 0, len(payloads[i])+12), sts[i].gen.Load(), payloads[i])
 		cmds[i] = pipe.Set(octx, c.space.DataKey(k), b, c.effectiveTTL(sts[i], ttl))
 	}
 	_, err := pipe.Exec(octx)
@@ -385,7 +385,7 @@ func GetOrLoadMany[T any](ctx context.Context, c *Cache, keys []string, ttl time
 			continue
 		}
 		backs = append(backs, writeBack{key: r.key, st: r.st, gen: f.gen, seq: f.seq, obs: r.obs.sum,
-			entry: keyspace.AppendEntry(make([]byte, 0, len(payload)+12), f.gen, payload), ttl: c.effectiveTTL(r.st, ttl)})
+			entry: c.appendEntry(make([]byte, 0, len(payload)+12), f.gen, payload), ttl: c.effectiveTTL(r.st, ttl)})
 	}
 	if len(backs) > 0 {
 		if err := c.storeLoadedMany(ctx, backs); err != nil {
