@@ -44,11 +44,12 @@ type batchRead struct {
 // decode errors and the Redis error (the keys it hid are absent, counted as
 // errors, not misses). A nil *Cache returns an empty map.
 func GetMany[T any](ctx context.Context, c *Cache, keys []string) (map[string]T, error) {
-	out := make(map[string]T)
 	if c == nil || len(keys) == 0 {
-		return out, nil
+		return make(map[string]T), nil
 	}
-	reads, err := c.readMany(ctx, dedup(keys))
+	keys = dedup(keys)
+	out := make(map[string]T, len(keys)) // growing it costs more than a miss's slot
+	reads, err := c.readMany(ctx, keys)
 	derr := decodeMany(c, reads, out)
 	return out, errors.Join(err, derr)
 }
@@ -91,15 +92,25 @@ func decodeMany[T any](c *Cache, reads []batchRead, out map[string]T) error {
 	return errors.Join(errs...)
 }
 
-// dedup returns keys without repeats, in their first order.
+// dedup returns keys without repeats, in their first order: keys itself
+// (not copied) if it has none.
 func dedup(keys []string) []string {
 	seen := make(map[string]struct{}, len(keys))
-	out := make([]string, 0, len(keys))
-	for _, k := range keys {
-		if _, ok := seen[k]; !ok {
-			seen[k] = struct{}{}
+	var out []string // nil until the first repeat
+	for i, k := range keys {
+		if _, ok := seen[k]; ok {
+			if out == nil {
+				out = slices.Clone(keys[:i])
+			}
+			continue
+		}
+		seen[k] = struct{}{}
+		if out != nil {
 			out = append(out, k)
 		}
+	}
+	if out == nil {
+		return keys
 	}
 	return out
 }
@@ -155,16 +166,26 @@ func (c *Cache) readMany(ctx context.Context, keys []string) ([]batchRead, error
 	octx, cancel := c.opCtx(ctx)
 	defer cancel()
 	groups := c.mgetGroups(cl, reads, remote)
-	pipe := cl.Pipeline()
-	cmds := make([]*redis.SliceCmd, len(groups))
-	for g, idx := range groups {
+	dataKeys := func(idx []int) []string {
 		rkeys := make([]string, len(idx))
 		for j, i := range idx {
 			rkeys[j] = c.space.DataKey(reads[i].key)
 		}
-		cmds[g] = pipe.MGet(octx, rkeys...)
+		return rkeys
 	}
-	_, err := pipe.Exec(octx)
+	cmds := make([]*redis.SliceCmd, len(groups))
+	var err error
+	if len(groups) == 1 {
+		// One MGET (the common case): sent as it is, without a pipeline's
+		// extra allocations and hooks.
+		cmds[0] = cl.MGet(octx, dataKeys(groups[0])...)
+	} else {
+		pipe := cl.Pipeline()
+		for g, idx := range groups {
+			cmds[g] = pipe.MGet(octx, dataKeys(idx)...)
+		}
+		_, err = pipe.Exec(octx)
+	}
 	var firstErr error
 	for g, idx := range groups {
 		vals, cerr := cmds[g].Result()
@@ -328,7 +349,7 @@ func GetOrLoadMany[T any](ctx context.Context, c *Cache, keys []string, ttl time
 	}
 	keys = dedup(keys)
 	if c == nil {
-		return load(ctx, keys)
+		return load(ctx, slices.Clone(keys)) // dedup may return the caller's slice
 	}
 	out := make(map[string]T, len(keys))
 	reads, err := c.readMany(ctx, keys)
