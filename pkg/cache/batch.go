@@ -173,22 +173,30 @@ func (c *Cache) readMany(ctx context.Context, keys []string) ([]batchRead, error
 		}
 		return rkeys
 	}
-	cmds := make([]*redis.SliceCmd, len(groups))
+	type reply struct {
+		vals []any
+		err  error
+	}
+	replies := make([]reply, len(groups))
 	var err error
 	if len(groups) == 1 {
 		// One MGET (the common case): sent as it is, without a pipeline's
 		// extra allocations and hooks.
-		cmds[0] = cl.MGet(octx, dataKeys(groups[0])...)
+		replies[0].vals, replies[0].err = c.redisMGet(octx, cl, dataKeys(groups[0]))
 	} else {
 		pipe := cl.Pipeline()
+		cmds := make([]*redis.SliceCmd, len(groups))
 		for g, idx := range groups {
 			cmds[g] = pipe.MGet(octx, dataKeys(idx)...)
 		}
 		_, err = pipe.Exec(octx)
+		for g, cmd := range cmds {
+			replies[g].vals, replies[g].err = cmd.Result()
+		}
 	}
 	var firstErr error
 	for g, idx := range groups {
-		vals, cerr := cmds[g].Result()
+		vals, cerr := replies[g].vals, replies[g].err
 		if cerr == nil && len(vals) != len(idx) {
 			cerr = fmt.Errorf("MGET returned %d values for %d keys", len(vals), len(idx))
 		}
@@ -222,6 +230,28 @@ func (c *Cache) readMany(ctx context.Context, keys []string) ([]batchRead, error
 		firstErr = opError("get", keys[0], err)
 	}
 	return reads, firstErr
+}
+
+// redisMGet is MGET keys, autopipelined as redisGet is (see pipeline.go):
+// concurrent GetManys of one slot then share round trips too.
+func (c *Cache) redisMGet(ctx context.Context, cl *universal, keys []string) ([]any, error) {
+	busy := c.concurrent()
+	defer c.done()
+	p := c.pipeliner(cl)
+	if p == nil || !busy {
+		return cl.MGet(ctx, keys...).Result()
+	}
+	args := make([]any, 1+len(keys))
+	args[0] = "mget"
+	for i, k := range keys {
+		args[1+i] = k
+	}
+	cmd := redis.NewSliceCmd(ctx, args...)
+	if err := await(ctx, p, cmd); err != nil {
+		// The command may still complete later: its reply is not read.
+		return nil, err
+	}
+	return cmd.Result()
 }
 
 // mgetGroups splits the reads at positions idx into MGETs: one per hash slot
