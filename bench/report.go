@@ -24,6 +24,7 @@ type report struct {
 	latency   []latency
 	rateLimit int64
 	purgeKeys int64
+	batch     *batchResult // batch.go
 
 	rows []row
 }
@@ -195,6 +196,7 @@ func (r *report) generated() string {
 			}
 		}
 	}
+	b.WriteString(r.batch.details())
 	if r.purge != nil {
 		fmt.Fprintf(&b, "\n### Purge of %s of %s keys (pattern `%s`)\n\n| method | time | keys/s | redis-server CPU meanwhile |\n| --- | ---: | ---: | ---: |\n",
 			fmtCount(r.purgeKeys/2), fmtCount(r.purgeKeys), purgePattern)

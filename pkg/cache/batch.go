@@ -45,11 +45,12 @@ type batchRead struct {
 // decode errors and the Redis error (the keys it hid are absent, counted as
 // errors, not misses). A nil *Cache returns an empty map.
 func GetMany[T any](ctx context.Context, c *Cache, keys []string) (map[string]T, error) {
-	out := make(map[string]T)
 	if c == nil || len(keys) == 0 {
-		return out, nil
+		return make(map[string]T), nil
 	}
-	reads, err := c.readMany(ctx, dedup(keys))
+	keys = dedup(keys)
+	out := make(map[string]T, len(keys)) // growing it costs more than a miss's slot
+	reads, err := c.readMany(ctx, keys)
 	derr := decodeMany(c, reads, out)
 	return out, errors.Join(err, derr)
 }
@@ -92,15 +93,25 @@ func decodeMany[T any](c *Cache, reads []batchRead, out map[string]T) error {
 	return errors.Join(errs...)
 }
 
-// dedup returns keys without repeats, in their first order.
+// dedup returns keys without repeats, in their first order: keys itself
+// (not copied) if it has none.
 func dedup(keys []string) []string {
 	seen := make(map[string]struct{}, len(keys))
-	out := make([]string, 0, len(keys))
-	for _, k := range keys {
-		if _, ok := seen[k]; !ok {
-			seen[k] = struct{}{}
+	var out []string // nil until the first repeat
+	for i, k := range keys {
+		if _, ok := seen[k]; ok {
+			if out == nil {
+				out = slices.Clone(keys[:i])
+			}
+			continue
+		}
+		seen[k] = struct{}{}
+		if out != nil {
 			out = append(out, k)
 		}
+	}
+	if out == nil {
+		return keys
 	}
 	return out
 }
@@ -156,19 +167,37 @@ func (c *Cache) readMany(ctx context.Context, keys []string) ([]batchRead, error
 	octx, cancel := c.opCtx(ctx)
 	defer cancel()
 	groups := c.mgetGroups(cl, reads, remote)
-	pipe := cl.Pipeline()
-	cmds := make([]*redis.SliceCmd, len(groups))
-	for g, idx := range groups {
+	dataKeys := func(idx []int) []string {
 		rkeys := make([]string, len(idx))
 		for j, i := range idx {
 			rkeys[j] = c.space.DataKey(reads[i].key)
 		}
-		cmds[g] = pipe.MGet(octx, rkeys...)
+		return rkeys
 	}
-	_, err := pipe.Exec(octx)
+	type reply struct {
+		vals []any
+		err  error
+	}
+	replies := make([]reply, len(groups))
+	var err error
+	if len(groups) == 1 {
+		// One MGET (the common case): sent as it is, without a pipeline's
+		// extra allocations and hooks.
+		replies[0].vals, replies[0].err = c.redisMGet(octx, cl, dataKeys(groups[0]))
+	} else {
+		pipe := cl.Pipeline()
+		cmds := make([]*redis.SliceCmd, len(groups))
+		for g, idx := range groups {
+			cmds[g] = pipe.MGet(octx, dataKeys(idx)...)
+		}
+		_, err = pipe.Exec(octx)
+		for g, cmd := range cmds {
+			replies[g].vals, replies[g].err = cmd.Result()
+		}
+	}
 	var firstErr error
 	for g, idx := range groups {
-		vals, cerr := cmds[g].Result()
+		vals, cerr := replies[g].vals, replies[g].err
 		if cerr == nil && len(vals) != len(idx) {
 			cerr = fmt.Errorf("MGET returned %d values for %d keys", len(vals), len(idx))
 		}
@@ -202,6 +231,28 @@ func (c *Cache) readMany(ctx context.Context, keys []string) ([]batchRead, error
 		firstErr = opError("get", keys[0], err)
 	}
 	return reads, firstErr
+}
+
+// redisMGet is MGET keys, autopipelined as redisGet is (see pipeline.go):
+// concurrent GetManys of one slot then share round trips too.
+func (c *Cache) redisMGet(ctx context.Context, cl *universal, keys []string) ([]any, error) {
+	busy := c.concurrent()
+	defer c.done()
+	p := c.pipeliner(cl)
+	if p == nil || !busy {
+		return cl.MGet(ctx, keys...).Result()
+	}
+	args := make([]any, 1+len(keys))
+	args[0] = "mget"
+	for i, k := range keys {
+		args[1+i] = k
+	}
+	cmd := redis.NewSliceCmd(ctx, args...)
+	if err := await(ctx, p, cmd); err != nil {
+		// The command may still complete later: its reply is not read.
+		return nil, err
+	}
+	return cmd.Result()
 }
 
 // mgetGroups splits the reads at positions idx into MGETs: one per hash slot
@@ -277,7 +328,7 @@ func (c *Cache) SetMany(ctx context.Context, items map[string]any, ttl time.Dura
 	cmds := make([]*redis.StatusCmd, len(keys))
 	for i, k := range keys {
 		// Tagged with the generation now, as Set tags it.
-		b := keyspace.AppendEntry(make([]byte, 0, len(payloads[i])+12), sts[i].gen.Load(), payloads[i])
+		b := c.appendEntry(make([]byte, 0, len(payloads[i])+12), sts[i].gen.Load(), payloads[i])
 		cmds[i] = pipe.Set(octx, c.space.DataKey(k), b, c.effectiveTTL(sts[i], ttl))
 	}
 	_, err := pipe.Exec(octx)
@@ -329,7 +380,7 @@ func GetOrLoadMany[T any](ctx context.Context, c *Cache, keys []string, ttl time
 	}
 	keys = dedup(keys)
 	if c == nil {
-		return load(ctx, keys)
+		return load(ctx, slices.Clone(keys)) // dedup may return the caller's slice
 	}
 	out := make(map[string]T, len(keys))
 	reads, err := c.readMany(ctx, keys)
@@ -386,7 +437,7 @@ func GetOrLoadMany[T any](ctx context.Context, c *Cache, keys []string, ttl time
 			continue
 		}
 		backs = append(backs, writeBack{key: r.key, st: r.st, gen: f.gen, seq: f.seq, obs: r.obs.sum,
-			entry: keyspace.AppendEntry(make([]byte, 0, len(payload)+12), f.gen, payload), ttl: c.effectiveTTL(r.st, ttl)})
+			entry: c.appendEntry(make([]byte, 0, len(payload)+12), f.gen, payload), ttl: c.effectiveTTL(r.st, ttl)})
 	}
 	if len(backs) > 0 {
 		if err := c.storeLoadedMany(ctx, backs); err != nil {

@@ -14,7 +14,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cacheplane/cacheplane/pkg/cache"
-	"github.com/cacheplane/cacheplane/pkg/cache/purge"
 	"github.com/cacheplane/cacheplane/pkg/cache/redistest"
 )
 
@@ -407,64 +406,6 @@ func TestGetOrLoadManyFailOpen(t *testing.T) {
 	}
 	if got, err := cache.GetMany[int](ctx, c, []string{"f:1"}); err == nil || len(got) != 0 {
 		t.Errorf("GetMany with Redis down = %v, %v; want an error", got, err)
-	}
-}
-
-// TestBatchCluster runs GetMany, SetMany and GetOrLoadMany on a real
-// 3-master cluster with keys on many slots.
-func TestBatchCluster(t *testing.T) {
-	ctx := context.Background()
-	cl, err := redistest.StartCluster(3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	kp := testPrefix(t)
-	c := connectTopology(t, cache.Config{Mode: cache.ModeCluster, Addrs: cl.Addrs(), KeyPrefix: kp, DefaultTTL: time.Minute})
-	const n = 2500
-	items := map[string]any{}
-	keys := []string{}
-	slotsSeen := map[int]bool{}
-	for i := range n {
-		k := "c:" + strconv.Itoa(i)
-		items[k] = i
-		keys = append(keys, k)
-		slotsSeen[purge.Slot(kp+":"+k)] = true
-	}
-	if len(slotsSeen) < 100 {
-		t.Fatalf("keys on %d slots only", len(slotsSeen))
-	}
-	if err := c.SetMany(ctx, items, 0); err != nil {
-		t.Fatal(err)
-	}
-	got, err := cache.GetMany[int](ctx, c, append(keys, "c:none"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(got) != n {
-		t.Fatalf("GetMany returned %d values, want %d", len(got), n)
-	}
-	for i, k := range keys {
-		if got[k] != i {
-			t.Fatalf("%s = %d, want %d", k, got[k], i)
-		}
-	}
-	if s := c.Stats().Prefixes["c"]; s.Hits != n || s.Misses != 1 {
-		t.Errorf("stats = %+v, want %d hits, 1 miss", s, n)
-	}
-	res, err := cache.GetOrLoadMany(ctx, c, []string{"c:1", "x:1", "x:2", "y:3"}, 0, func(_ context.Context, missing []string) (map[string]int, error) {
-		m := map[string]int{}
-		for i, k := range missing {
-			m[k] = 100 + i
-		}
-		return m, nil
-	})
-	if err != nil || fmt.Sprint(res) != "map[c:1:1 x:1:100 x:2:101 y:3:102]" {
-		t.Errorf("GetOrLoadMany = %v, %v", res, err)
-	}
-	back, err := cache.GetMany[int](ctx, c, []string{"x:1", "x:2", "y:3"})
-	if err != nil || len(back) != 3 {
-		t.Errorf("written-back values = %v, %v; want all three", back, err)
 	}
 }
 

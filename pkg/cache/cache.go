@@ -142,8 +142,9 @@ type Config struct {
 	// millisecond on a LAN). Default DefaultEventsLease (1s), at least
 	// MinEventsLease. Unused when PolicyRefresh is negative.
 	EventsLease time.Duration
-	// AutoPipeline sends the commands of Get, Set and GetOrLoad through
-	// go-redis's autopipeliner: concurrent calls share round trips instead
+	// AutoPipeline sends the commands of Get, Set, GetOrLoad and a GetMany
+	// of one MGET (keys of one slot, at most 1,000) through go-redis's
+	// autopipeliner: concurrent calls share round trips instead
 	// of each taking a pooled connection, which under many parallel callers
 	// makes remote hits several times cheaper. Semantics stay: each call
 	// still waits at most SocketTimeout (or its context), and one
