@@ -367,7 +367,13 @@ func (c *Cache) SetMany(ctx context.Context, items map[string]any, ttl time.Dura
 // keeps that key's value out of the cache. The write-backs go out pipelined.
 // Unlike GetOrLoad, concurrent calls do not share loads.
 //
-// Errors of load are returned and never cached. Redis errors are not: they
+// A load that returns an error wrapping ErrNoValue together with its map
+// declares the keys it left out missing at the source: those are cached as
+// "no value" for Config.NegativeTTL (see ErrNoValue), so the next call does
+// not load them again, and the call returns the map with a nil error. Keys
+// left out without ErrNoValue are loaded again by the next call.
+//
+// Other errors of load are returned and never cached. Redis errors are not: they
 // are counted and logged, and the keys whose read failed are loaded and not
 // written back (fail open). A nil *Cache calls load with all keys.
 func GetOrLoadMany[T any](ctx context.Context, c *Cache, keys []string, ttl time.Duration,
@@ -416,19 +422,28 @@ func GetOrLoadMany[T any](ctx context.Context, c *Cache, keys []string, ttl time
 	for st := range fences {
 		c.loadTime.WithLabelValues(st.label).Observe(elapsed)
 	}
-	if err != nil {
+	noValue := errors.Is(err, ErrNoValue)
+	if err != nil && !noValue {
 		return nil, err
 	}
 	var backs []writeBack
 	for _, r := range misses {
 		v, ok := loaded[r.key]
+		if !ok && !noValue {
+			continue
+		}
+		f := fences[r.st]
+		cacheable := r.obs.ok && !c.invalidated(r.st, f.gen, f.seq) // else nothing observed, or invalidated during the load
 		if !ok {
+			if cacheable {
+				backs = append(backs, writeBack{key: r.key, st: r.st, gen: f.gen, seq: f.seq, obs: r.obs.sum,
+					entry: keyspace.AppendNegative(nil, f.gen), ttl: min(c.cfg.NegativeTTL, c.effectiveTTL(r.st, ttl))})
+			}
 			continue
 		}
 		out[r.key] = v
-		f := fences[r.st]
-		if !r.obs.ok || c.invalidated(r.st, f.gen, f.seq) {
-			continue // nothing observed, or invalidated during the load
+		if !cacheable {
+			continue
 		}
 		payload, err := c.codec.Marshal(v)
 		if err != nil {

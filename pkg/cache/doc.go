@@ -105,6 +105,9 @@
 //		return u, err
 //	}
 //
+// A GetOrLoadMany loader returns its map with an error wrapping ErrNoValue to
+// have the keys it left out cached the same way.
+//
 // # Compression
 //
 // Config.CompressAbove stores encoded values longer than that many bytes

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -240,4 +241,43 @@ func TestNegativeNearCache(t *testing.T) {
 		getOrLoadMissing(t, a, "user:9", time.Minute, load)
 		return calls.Load() > loads
 	})
+}
+
+// GetOrLoadMany's loader returns ErrNoValue with its map to declare the keys
+// it left out missing at the source: they are cached as "no value" (with
+// NegativeTTL) and not loaded again; without ErrNoValue they would be.
+func TestNegativeGetOrLoadMany(t *testing.T) {
+	ctx := context.Background()
+	c := newCache(t, cache.Config{NegativeTTL: 5 * time.Second})
+	var calls [][]string
+	load := func(_ context.Context, missing []string) (map[string]string, error) {
+		calls = append(calls, slices.Clone(missing))
+		m := map[string]string{}
+		for _, k := range missing {
+			if k != "nlm:absent" {
+				m[k] = "row " + k
+			}
+		}
+		return m, fmt.Errorf("some rows missing: %w", cache.ErrNoValue)
+	}
+	keys := []string{"nlm:1", "nlm:absent"}
+	for range 2 {
+		got, err := cache.GetOrLoadMany(ctx, c, keys, time.Minute, load)
+		if err != nil || len(got) != 1 || got["nlm:1"] != "row nlm:1" {
+			t.Fatalf("GetOrLoadMany = %v, %v; want only nlm:1 and no error", got, err)
+		}
+	}
+	if fmt.Sprint(calls) != "[[nlm:1 nlm:absent]]" {
+		t.Errorf("load calls = %v, want one: the missing row is cached", calls)
+	}
+	if _, err := cache.GetOrLoad(ctx, c, "nlm:absent", time.Minute, func(context.Context) (string, error) {
+		t.Error("GetOrLoad loaded a key cached as no value")
+		return "", nil
+	}); !errors.Is(err, cache.ErrNoValue) {
+		t.Errorf("GetOrLoad of the missing row = %v, want ErrNoValue", err)
+	}
+	ttl, err := c.TTL(ctx, "nlm:absent")
+	if err != nil || ttl <= 0 || ttl > 5*time.Second {
+		t.Errorf("TTL of the negative entry = %v, %v; want at most NegativeTTL", ttl, err)
+	}
 }
