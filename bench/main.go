@@ -35,6 +35,7 @@ func main() {
 	docs := flag.String("docs", "../docs", "directory to write benchmarks.md and benchmarks.png into; empty: print only")
 	skipPurge := flag.Bool("skip-purge", false, "skip the purge benchmarks")
 	skipOps := flag.Bool("skip-ops", false, "skip the cache operation benchmarks")
+	skipClusterPurge := flag.Bool("skip-cluster-purge", false, "skip the 3-master cluster purge benchmark (-purge-keys keys)")
 	flag.Parse()
 	if *dashboardPNG {
 		if err := runDashboardPNG(context.Background()); err != nil {
@@ -58,6 +59,11 @@ func main() {
 	}
 	if !*skipPurge {
 		if err := r.runPurge(ctx, *purgeKeys, *rateLimit); err != nil {
+			fatal(err)
+		}
+	}
+	if !*skipClusterPurge {
+		if err := r.runClusterPurge(ctx, *purgeKeys); err != nil {
 			fatal(err)
 		}
 	}

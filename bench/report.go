@@ -24,6 +24,8 @@ type report struct {
 	latency   []latency
 	rateLimit int64
 	purgeKeys int64
+	// clusterPurge is the detail section of the cluster purge (purge_cluster.go).
+	clusterPurge string
 
 	rows []row
 }
@@ -208,6 +210,7 @@ func (r *report) generated() string {
 			fmt.Fprintf(&b, "| %s | %d | %s | %s | %s | %v |\n", l.name, l.reads, fmtDur(l.p50), fmtDur(l.p99), fmtDur(l.max), l.purgeTime.Round(time.Millisecond))
 		}
 	}
+	b.WriteString(r.clusterPurge)
 	return b.String()
 }
 
