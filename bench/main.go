@@ -36,6 +36,7 @@ func main() {
 	skipPurge := flag.Bool("skip-purge", false, "skip the purge benchmarks")
 	skipOps := flag.Bool("skip-ops", false, "skip the cache operation benchmarks")
 	skipBatch := flag.Bool("skip-batch", false, "skip the batch read and compression benchmarks")
+	skipClusterPurge := flag.Bool("skip-cluster-purge", false, "skip the 3-master cluster purge benchmark (-purge-keys keys)")
 	flag.Parse()
 	if *dashboardPNG {
 		if err := runDashboardPNG(context.Background()); err != nil {
@@ -64,6 +65,11 @@ func main() {
 	}
 	if !*skipPurge {
 		if err := r.runPurge(ctx, *purgeKeys, *rateLimit); err != nil {
+			fatal(err)
+		}
+	}
+	if !*skipClusterPurge {
+		if err := r.runClusterPurge(ctx, *purgeKeys); err != nil {
 			fatal(err)
 		}
 	}

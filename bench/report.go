@@ -25,6 +25,8 @@ type report struct {
 	rateLimit int64
 	purgeKeys int64
 	batch     *batchResult // batch.go
+	// clusterPurge is the detail section of the cluster purge (purge_cluster.go).
+	clusterPurge string
 
 	rows []row
 }
@@ -210,6 +212,7 @@ func (r *report) generated() string {
 			fmt.Fprintf(&b, "| %s | %d | %s | %s | %s | %v |\n", l.name, l.reads, fmtDur(l.p50), fmtDur(l.p99), fmtDur(l.max), l.purgeTime.Round(time.Millisecond))
 		}
 	}
+	b.WriteString(r.clusterPurge)
 	return b.String()
 }
 

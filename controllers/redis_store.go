@@ -160,34 +160,19 @@ func (s *redisStore) BumpGenerations(ctx context.Context, space keyspace.Space, 
 }
 
 func (s *redisStore) Purge(ctx context.Context, pattern string, cursors []NodeCursor, opt purge.Options, progress func([]NodeCursor, int64) error) error {
-	cc, ok := s.c.(*redis.ClusterClient)
-	if !ok {
-		// A standalone server (or Sentinel's current master) is one node, "".
-		var from NodeCursor
-		if len(cursors) > 0 {
-			from = cursors[0]
-		}
-		from, err := sameProcess(ctx, s.c, from)
-		if err != nil {
-			return err
-		}
-		if from.Done {
-			return nil
-		}
-		return purgeNode(ctx, s.c, pattern, from, opt, func(cur NodeCursor, delta int64) error {
-			return progress([]NodeCursor{cur}, delta)
-		})
-	}
-
-	// Redis Cluster: every master in parallel, each from its own cursor.
-	// Masters unknown to the checkpoint (the cluster changed) start afresh.
-	opt.Cluster = true
+	// Every master of a cluster (or the one server, node "") purges from its
+	// own cursor, all at once, under one rate limit for the whole purge
+	// (purge.Each). Masters unknown to the checkpoint (the cluster changed)
+	// start afresh.
 	var (
-		mu    sync.Mutex
+		mu    sync.Mutex // start runs on every master's goroutine at once
 		state = map[string]NodeCursor{}
 	)
 	for _, c := range cursors {
 		state[c.Node] = c
+	}
+	if _, cluster := s.c.(*redis.ClusterClient); !cluster && len(cursors) > 0 {
+		state = map[string]NodeCursor{"": cursors[0]}
 	}
 	snapshot := func() []NodeCursor {
 		out := make([]NodeCursor, 0, len(state))
@@ -197,61 +182,32 @@ func (s *redisStore) Purge(ctx context.Context, pattern string, cursors []NodeCu
 		slices.SortFunc(out, func(a, b NodeCursor) int { return strings.Compare(a.Node, b.Node) })
 		return out
 	}
-	var errs []error
-	_ = cc.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
-		addr := node.Options().Addr
+	start := func(ctx context.Context, node string, c redis.Cmdable) (uint64, bool, error) {
 		mu.Lock()
-		from := state[addr]
+		saved := state[node]
 		mu.Unlock()
-		from, err := sameProcess(ctx, node, from)
-		if err == nil && from.Done {
-			return nil
-		}
-		from.Node = addr
-		mu.Lock()
-		state[addr] = from
-		mu.Unlock()
-		if err == nil {
-			err = purgeNode(ctx, node, pattern, from, opt, func(cur NodeCursor, delta int64) error {
-				mu.Lock()
-				defer mu.Unlock()
-				cur.Node = addr
-				state[addr] = cur
-				return progress(snapshot(), delta)
-			})
-		}
+		from, err := sameProcess(ctx, c, saved)
 		if err != nil {
-			mu.Lock()
-			errs = append(errs, err)
-			mu.Unlock()
+			return 0, false, err
 		}
-		return nil
+		from.Node = node
+		mu.Lock()
+		state[node] = from
+		mu.Unlock()
+		return from.Cursor, from.Done, nil
+	}
+	_, err := purge.Each(ctx, s.c, pattern, start, opt, func(pos purge.Position, delta int64) error {
+		// Each serializes these calls and hands one master's positions in
+		// order, so the checkpoint only moves forward.
+		mu.Lock()
+		defer mu.Unlock()
+		cur := state[pos.Node]
+		cur.Node, cur.Cursor, cur.Done = pos.Node, pos.Cursor, pos.Done
+		state[pos.Node] = cur
+		return progress(snapshot(), delta)
 	})
-	if len(errs) == 0 {
-		return nil
-	}
-	// A real failure outranks a spent time slice.
-	for _, err := range errs {
-		if !errors.Is(err, errSliceSpent) {
-			return err
-		}
-	}
-	return errs[0]
-}
-
-// purgeNode runs one node's purge from its cursor and reports the cursor and
-// the keys deleted since the last report; the final report has Done set.
-func purgeNode(ctx context.Context, c redis.Cmdable, pattern string, from NodeCursor, opt purge.Options, report func(NodeCursor, int64) error) error {
-	var reported int64
-	total, err := purge.Node(ctx, c, pattern, from.Cursor, opt, func(cursor uint64, deleted int64) error {
-		delta := deleted - reported
-		reported = deleted
-		return report(NodeCursor{Cursor: cursor, RunID: from.RunID}, delta)
-	})
-	if err != nil {
-		return err
-	}
-	return report(NodeCursor{Done: true, RunID: from.RunID}, total-reported)
+	// A master's failure outranks a spent time slice (purge.Each).
+	return err
 }
 
 // sameProcess returns the cursor to continue from on the node's current

@@ -401,7 +401,8 @@ type InvalidationSpec struct {
 
 	// maxKeysPerSecond caps how many keys an invalidation deletes per second,
 	// so a large run does not raise the latency of Redis for the workloads.
-	// Default: 0 (unlimited). Example: 50000.
+	// In Redis Cluster it caps the run as a whole: the masters, purged at
+	// once, share it. Default: 0 (unlimited). Example: 50000.
 	// +optional
 	// +kubebuilder:validation:Minimum=0
 	MaxKeysPerSecond int64 `json:"maxKeysPerSecond,omitempty"`

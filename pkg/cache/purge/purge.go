@@ -58,8 +58,15 @@ type Options struct {
 	// LatencyBudget is the round-trip time the adaptive COUNT aims at; 0
 	// means DefaultLatencyBudget. Ignored when Count is set.
 	LatencyBudget time.Duration
-	// MaxKeysPerSecond limits UNLINKs; 0 means unlimited.
+	// MaxKeysPerSecond limits UNLINKs; 0 means unlimited. It bounds a whole
+	// purge: All and Each build one limiter (NewLimiter) that every master of
+	// a cluster draws from, so three masters together delete no faster than
+	// one would. Ignored when Limiter is set.
 	MaxKeysPerSecond int64
+	// Limiter, when set, paces the UNLINKs instead of MaxKeysPerSecond. One
+	// limiter shared by several purges (or by every master of one, which is
+	// what All and Each do) bounds them together.
+	Limiter Limiter
 	// Cluster groups each UNLINK by hash slot, as Redis Cluster requires.
 	Cluster bool
 	// Keep, when set, leaves pkg/cache's tombstones (keyspace.TombstoneLua)
@@ -71,6 +78,41 @@ type Options struct {
 	// missing land over them (its compare-and-set would find the key missing
 	// again). Tombstones expire on their own within seconds.
 	Keep *int64
+}
+
+// Limiter paces deletes: WaitN blocks until n more keys may be deleted, and
+// no call asks for more than Burst. *rate.Limiter satisfies it; NewLimiter
+// builds the one MaxKeysPerSecond stands for.
+type Limiter interface {
+	WaitN(ctx context.Context, n int) error
+	Burst() int
+}
+
+// NewLimiter returns the limiter of perSecond keys a second that
+// MaxKeysPerSecond stands for, or nil (unlimited) when perSecond <= 0. It
+// starts empty, so the first second is limited too, and spends its allowance
+// in about ten slices a second, so deletes are spread out rather than bursting
+// once a second.
+func NewLimiter(perSecond int64) *rate.Limiter {
+	if perSecond <= 0 {
+		return nil
+	}
+	burst := int(max(1, perSecond/10))
+	l := rate.NewLimiter(rate.Limit(perSecond), burst)
+	// rate.Limiter starts full; begin empty.
+	l.AllowN(time.Now(), burst)
+	return l
+}
+
+// limiter is the Limiter opt asks for, or nil for none.
+func (opt Options) limiter() Limiter {
+	if opt.Limiter != nil {
+		return opt.Limiter
+	}
+	if l := NewLimiter(opt.MaxKeysPerSecond); l != nil {
+		return l
+	}
+	return nil // not a typed nil *rate.Limiter in the interface
 }
 
 // Progress reports a node's safe resume cursor and the keys it has deleted so
@@ -88,15 +130,7 @@ func Node(ctx context.Context, c redis.Cmdable, pattern string, cursor uint64, o
 	if budget <= 0 {
 		budget = DefaultLatencyBudget
 	}
-	var limiter *rate.Limiter
-	if opt.MaxKeysPerSecond > 0 {
-		// Spend the allowance in about ten slices a second, so the deletes are
-		// spread out rather than bursting once a second.
-		burst := int(max(1, opt.MaxKeysPerSecond/10))
-		limiter = rate.NewLimiter(rate.Limit(opt.MaxKeysPerSecond), burst)
-		// rate.Limiter starts full; begin empty so the first second is limited too.
-		limiter.AllowN(time.Now(), burst)
-	}
+	limiter := opt.limiter()
 
 	var (
 		deleted int64
@@ -223,10 +257,10 @@ func countDeleted(cmds []redis.Cmder, keys []string, opt Options) int64 {
 	return n
 }
 
-func unlinkLimited(ctx context.Context, c redis.Cmdable, keys []string, opt Options, l *rate.Limiter) (int64, error) {
+func unlinkLimited(ctx context.Context, c redis.Cmdable, keys []string, opt Options, l Limiter) (int64, error) {
 	var deleted int64
 	for len(keys) > 0 {
-		n := min(len(keys), l.Burst())
+		n := min(len(keys), max(1, l.Burst()))
 		if err := l.WaitN(ctx, n); err != nil {
 			return deleted, err
 		}
@@ -247,27 +281,134 @@ func unlinkLimited(ctx context.Context, c redis.Cmdable, keys []string, opt Opti
 }
 
 // All purges pattern on every node that holds data: each master of a cluster
-// client, in parallel, or the one server of any other client. It returns the
-// keys deleted in all.
+// client, concurrently, or the one server of any other client, all from the
+// start and under one rate limit. It returns the keys deleted in all.
 func All(ctx context.Context, c redis.UniversalClient, pattern string, opt Options) (int64, error) {
+	return Each(ctx, c, pattern, nil, opt, nil)
+}
+
+// Position is one node's place in a purge of every node (Each).
+type Position struct {
+	// Node is the node's address as the cluster client knows the master
+	// (host:port); "" for the one server of a client that is not a cluster
+	// client.
+	Node string
+	// Cursor is the SCAN cursor to resume the node's purge from.
+	Cursor uint64
+	// Done means the node's purge completed: its SCAN returned cursor 0 and
+	// the last page is deleted.
+	Done bool
+}
+
+// Start returns where a node's purge begins: a saved cursor, or done to skip
+// the node. An error counts as that node's failure.
+type Start func(ctx context.Context, node string, c redis.Cmdable) (cursor uint64, done bool, err error)
+
+// NodeProgress reports a node's new position and the keys it deleted since
+// its previous report. Returning an error stops that node's purge (and only
+// that node's: return it for every node to stop them all).
+type NodeProgress func(pos Position, deleted int64) error
+
+// Each purges pattern on every node that holds data, the way All does, each
+// node from the position start gives (nil: every node from 0), and reports
+// every node's progress, so a caller can checkpoint per node and resume.
+//
+// A cluster's masters purge concurrently, one goroutine each, sharing one
+// rate limit: opt.Limiter, or one built from opt.MaxKeysPerSecond for the
+// whole call. progress calls never overlap (Each serializes them), and one
+// node's positions arrive in the order its purge made them, ending with Done
+// once it completes: the latest position seen for each node is always a safe
+// place to resume it from.
+//
+// A node that fails does not stop the others: Each returns once every node
+// has stopped, with the keys deleted in all and an error if any node failed.
+// A node's own failure (Redis, the context) is returned in preference to an
+// error that progress returned, which is the caller's own request to stop.
+func Each(ctx context.Context, c redis.UniversalClient, pattern string, start Start, opt Options, progress NodeProgress) (int64, error) {
+	opt.Limiter = opt.limiter() // built once: every master draws from it
+	var (
+		mu      sync.Mutex // serializes progress; guards the rest
+		total   int64
+		failed  error // the first node failure
+		stopped error // the first error progress returned
+	)
+	run := func(ctx context.Context, node string, nc redis.Cmdable, opt Options) {
+		var from uint64
+		var err error
+		if start != nil {
+			var done bool
+			from, done, err = start(ctx, node, nc)
+			if err == nil && done {
+				return
+			}
+		}
+		var reported int64
+		report := func(pos Position, deleted int64) error {
+			mu.Lock()
+			defer mu.Unlock()
+			delta := deleted - reported
+			reported = deleted
+			total += delta
+			if progress == nil {
+				return nil
+			}
+			if err := progress(pos, delta); err != nil {
+				return stopError{err}
+			}
+			return nil
+		}
+		var n int64
+		if err == nil {
+			n, err = Node(ctx, nc, pattern, from, opt, func(cursor uint64, deleted int64) error {
+				return report(Position{Node: node, Cursor: cursor}, deleted)
+			})
+		}
+		if err == nil {
+			err = report(Position{Node: node, Done: true}, n)
+		} else {
+			// Keys deleted after the last report still count in the total.
+			mu.Lock()
+			total += n - reported
+			reported = n
+			mu.Unlock()
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if se, ok := err.(stopError); ok {
+			if stopped == nil {
+				stopped = se.err
+			}
+		} else if err != nil && failed == nil {
+			failed = err
+		}
+	}
+
 	cc, ok := c.(*redis.ClusterClient)
 	if !ok {
-		return Node(ctx, c, pattern, 0, opt, nil)
+		run(ctx, "", c, opt)
+	} else {
+		opt.Cluster = true
+		// ForEachMaster runs fn on every master in a goroutine of its own and
+		// waits for all; fn never fails, so no master stops another, and its
+		// only error is a failure to learn the masters.
+		if err := cc.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
+			run(ctx, node.Options().Addr, node, opt)
+			return nil
+		}); err != nil {
+			return 0, fmt.Errorf("purge %q: cluster masters: %w", pattern, err)
+		}
 	}
-	opt.Cluster = true
-	var (
-		mu    sync.Mutex
-		total int64
-	)
-	err := cc.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
-		n, err := Node(ctx, node, pattern, 0, opt, nil)
-		mu.Lock()
-		total += n
-		mu.Unlock()
-		return err
-	})
-	return total, err
+	if failed != nil {
+		return total, failed
+	}
+	return total, stopped
 }
+
+// stopError carries an error progress returned through Node (which returns it
+// as it is), so Each can tell the caller's stop from a node's failure.
+type stopError struct{ err error }
+
+func (e stopError) Error() string { return e.err.Error() }
 
 // FormatCursor and ParseCursor keep cursors as decimal strings: SCAN cursors
 // are unsigned 64-bit, beyond what JSON numbers carry safely.

@@ -19,6 +19,9 @@ func TestMain(m *testing.M) {
 	srv = redistest.MustStart()
 	code := m.Run()
 	srv.Close()
+	if clu != nil {
+		clu.Close()
+	}
 	os.Exit(code)
 }
 

@@ -21,8 +21,8 @@ type Cluster struct {
 
 // StartCluster starts n masters with cluster mode on and assigns the slots
 // with `redis-cli --cluster create`, then waits until every node reports the
-// cluster ok.
-func StartCluster(n int) (*Cluster, error) {
+// cluster ok. args are extra redis-server arguments for every node.
+func StartCluster(n int, args ...string) (*Cluster, error) {
 	if _, err := exec.LookPath("redis-cli"); err != nil {
 		return nil, errors.New("redis-cli not found on PATH: run hack/ensure-redis.sh to install it")
 	}
@@ -38,9 +38,9 @@ func StartCluster(n int) (*Cluster, error) {
 			if port > 55535 || !portFree(port+10000) {
 				continue
 			}
-			s, err = startOn(port, "--cluster-enabled", "yes",
+			s, err = startOn(port, append([]string{"--cluster-enabled", "yes",
 				"--cluster-config-file", fmt.Sprintf("nodes-%d.conf", port),
-				"--cluster-node-timeout", "2000")
+				"--cluster-node-timeout", "2000"}, args...)...)
 			if err == nil {
 				break
 			}
@@ -51,12 +51,12 @@ func StartCluster(n int) (*Cluster, error) {
 		}
 		c.Nodes = append(c.Nodes, s)
 	}
-	args := []string{"--cluster", "create"}
+	create := []string{"--cluster", "create"}
 	for _, s := range c.Nodes {
-		args = append(args, s.Addr())
+		create = append(create, s.Addr())
 	}
-	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
-	if out, err := exec.Command("redis-cli", args...).CombinedOutput(); err != nil {
+	create = append(create, "--cluster-replicas", "0", "--cluster-yes")
+	if out, err := exec.Command("redis-cli", create...).CombinedOutput(); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("redis-cli --cluster create: %v\n%s", err, out)
 	}
