@@ -37,6 +37,8 @@ import (
 // Glob Invalidates of another process (other than "prefix:*") are not
 // fenced. See docs/generations.md.
 //
+// With Config.LoadLease, the load is also one across processes: see there.
+//
 // Errors of load are returned and never cached, except one wrapping
 // ErrNoValue, which is cached for Config.NegativeTTL (see ErrNoValue). Redis errors are not
 // returned: they are counted and logged, and the call falls through to load
