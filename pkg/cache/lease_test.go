@@ -360,18 +360,20 @@ func leaseSlowHolder(t *testing.T, r leaseRedis) {
 		t.Run(key, func(t *testing.T) {
 			kp := testPrefix(t)
 			ctx := context.Background()
-			const lease = 200 * time.Millisecond
-			slow := connectTopology(t, r.config(kp, lease))
-			next := connectTopology(t, r.config(kp, lease))
+			// The slow holder's lease runs out while it loads; the next
+			// holder's outlasts the test.
+			slow := connectTopology(t, r.config(kp, 200*time.Millisecond))
+			next := connectTopology(t, r.config(kp, time.Minute))
 			lk, _ := keyspace.New(kp).LeaseKey(key)
 			dk := keyspace.New(kp).DataKey(key)
 
 			for _, nextFirst := range []bool{false, true} {
 				r.raw.Del(ctx, dk)
-				release := make(chan struct{})
+				release, started := make(chan struct{}), make(chan struct{})
 				slowDone := make(chan string)
 				go func() {
 					v, err := cache.GetOrLoad(ctx, slow, key, 0, func(context.Context) (string, error) {
+						close(started) // holding the lease
 						<-release
 						return "old", nil
 					})
@@ -380,13 +382,14 @@ func leaseSlowHolder(t *testing.T, r leaseRedis) {
 					}
 					slowDone <- v
 				}()
-				waitFor(t, 10*time.Second, "the slow holder's lease", func() bool { return r.raw.Exists(ctx, lk).Val() == 1 })
+				<-started
 				waitFor(t, 10*time.Second, "the lease to expire", func() bool { return r.raw.Exists(ctx, lk).Val() == 0 })
 
-				nextRelease := make(chan struct{})
+				nextRelease, nextStarted := make(chan struct{}), make(chan struct{})
 				nextDone := make(chan string)
 				go func() {
 					v, err := cache.GetOrLoad(ctx, next, key, 0, func(context.Context) (string, error) {
+						close(nextStarted)
 						<-nextRelease
 						return "new", nil
 					})
@@ -395,7 +398,10 @@ func leaseSlowHolder(t *testing.T, r leaseRedis) {
 					}
 					nextDone <- v
 				}()
-				waitFor(t, 10*time.Second, "the next holder's lease", func() bool { return r.raw.Exists(ctx, lk).Val() == 1 })
+				<-nextStarted
+				if r.raw.Exists(ctx, lk).Val() != 1 {
+					t.Fatal("the next holder loads without the lease")
+				}
 				if nextFirst {
 					close(nextRelease)
 					if v := <-nextDone; v != "new" {
