@@ -37,6 +37,7 @@ func main() {
 	skipOps := flag.Bool("skip-ops", false, "skip the cache operation benchmarks")
 	skipBatch := flag.Bool("skip-batch", false, "skip the batch read and compression benchmarks")
 	skipClusterPurge := flag.Bool("skip-cluster-purge", false, "skip the 3-master cluster purge benchmark (-purge-keys keys)")
+	skipLoadLease := flag.Bool("skip-loadlease", false, "skip the LoadLease benchmarks")
 	flag.Parse()
 	if *dashboardPNG {
 		if err := runDashboardPNG(context.Background()); err != nil {
@@ -60,6 +61,11 @@ func main() {
 	}
 	if !*skipBatch {
 		if err := r.runBatch(ctx); err != nil {
+			fatal(err)
+		}
+	}
+	if !*skipLoadLease {
+		if err := r.runLoadLease(ctx); err != nil {
 			fatal(err)
 		}
 	}

@@ -129,6 +129,30 @@ type Config struct {
 	// ErrNoValue) is cached, at most the TTL the call would give a value.
 	// Default DefaultNegativeTTL (10s).
 	NegativeTTL time.Duration
+	// LoadLease, when above 0, makes one process in the whole fleet load a
+	// missing key where each would otherwise load it (a stampede of pods
+	// on one hot key). On a miss, after this process's concurrent calls
+	// for the key have joined one load, GetOrLoad and Cached take a lease
+	// on the key in Redis for LoadLease (SET NX PX with a token of their
+	// own, in the key's cluster slot: keyspace.Space.LeaseKey). The holder
+	// loads and stores; its store lands only while the lease is still its
+	// own, so a holder slower than LoadLease stores nothing (its callers
+	// still get the value) and never overwrites the next holder's. The
+	// other processes poll for the value (2ms, doubling, at most 50ms or
+	// LoadLease/10) and serve it when it appears; if the lease ends
+	// without one (the holder crashed, or its load failed), one of them
+	// takes it over; after waiting twice LoadLease in all they load
+	// themselves (fail open). Each caller waits at most as long as its own
+	// context allows. When Redis fails, the call loads at once, as
+	// without a lease. A caller served the holder's value counts the miss
+	// its read saw and nothing more: Stats read as without the lease, and
+	// the saved loads show in the load-duration histogram. A cached "no
+	// value" (ErrNoValue) is shared like a value. Hits never touch the
+	// lease. Set it above the slowest load worth sharing: a load longer
+	// than LoadLease is not stored. The HTTP middleware streams its
+	// handler's response and takes no lease. 0 (the default): off;
+	// negative is an error. See docs/load-lease.md.
+	LoadLease time.Duration
 	// EventsLease bounds how long this process trusts the generations it
 	// knows without hearing from the events channel, which carries other
 	// processes' invalidations (InvalidatePrefix, InvalidateOnWrite, the
@@ -327,6 +351,7 @@ func New(cfg Config) (*Cache, error) {
 		{"TombstoneTTL", &cfg.TombstoneTTL, DefaultTombstoneTTL, false},
 		{"NegativeTTL", &cfg.NegativeTTL, DefaultNegativeTTL, false},
 		{"EventsLease", &cfg.EventsLease, DefaultEventsLease, false},
+		{"LoadLease", &cfg.LoadLease, 0, false}, // 0: off
 	} {
 		switch {
 		case *d.value == 0:

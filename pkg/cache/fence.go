@@ -38,6 +38,9 @@ type observation struct {
 	local bool // get served the entry from the near-cache (for tracing)
 	sum   string
 	raw   []byte
+	// lease is the load lease the write-back is fenced by (LoadLease),
+	// nil when this call holds none.
+	lease *leaseHold
 }
 
 // saw records a reply of GET: b, or nothing (nil).

@@ -37,6 +37,8 @@ import (
 // Glob Invalidates of another process (other than "prefix:*") are not
 // fenced. See docs/generations.md.
 //
+// With Config.LoadLease, the load is also one across processes: see there.
+//
 // Errors of load are returned and never cached, except one wrapping
 // ErrNoValue, which is cached for Config.NegativeTTL (see ErrNoValue). Redis errors are not
 // returned: they are counted and logged, and the call falls through to load
@@ -100,6 +102,22 @@ func getOrLoad[T any](ctx context.Context, c *Cache, key string, ttl time.Durati
 		waited = time.Now()
 	}
 	res, err := c.flights.Do(ctx, c.space.DataKey(key), seq, func(lctx context.Context) (any, error) {
+		obs, writeBack := obs, writeBack // the lease may change them
+		if writeBack && c.cfg.LoadLease > 0 {
+			var served any
+			var servedErr error
+			switch c.awaitLease(lctx, st, key, &obs, func(b []byte) bool {
+				served, servedErr = leaseValue[T](c, st, key, b)
+				return served != nil || servedErr != nil
+			}) {
+			case leaseServed:
+				return served, servedErr
+			case leaseFailed:
+				writeBack = false
+			case leaseHeld:
+				defer c.releaseLease(lctx, obs.lease)
+			}
+		}
 		gen := st.gen.Load() // before loading: see setEntry
 		start := time.Now()
 		v, err := load(lctx)
@@ -129,6 +147,26 @@ func getOrLoad[T any](ctx context.Context, c *Cache, key string, ttl time.Durati
 	}
 	// Another call site loads the same key into a different type.
 	return load(ctx)
+}
+
+// leaseValue decodes b, a value another process stored while this one
+// waited on its load lease, if it is one to serve: an entry of the current
+// generation that decodes into a T (a *T), or a negative entry (a
+// *noValueError). Anything else is nil, nil. It counts nothing: the call
+// counted its miss when its read found nothing (see Config.LoadLease).
+func leaseValue[T any](c *Cache, st *prefixState, key string, b []byte) (any, error) {
+	gen, payload, err := decodeEntry(b)
+	switch {
+	case err == keyspace.ErrNegative && gen >= st.gen.Load():
+		return nil, &noValueError{key: key}
+	case err != nil || gen < st.gen.Load():
+		return nil, nil
+	}
+	var v T
+	if c.codec.Unmarshal(payload, &v) != nil {
+		return nil, nil
+	}
+	return &v, nil
 }
 
 // Cached wraps fn so that its results are cached: the key of a call is

@@ -317,7 +317,7 @@ func (c *Cache) storeEntry(ctx context.Context, st *prefixState, key string, gen
 	octx, cancel := c.opCtx(ctx)
 	defer cancel()
 	rkey := c.space.DataKey(key)
-	wrote, err := c.redisWriteBack(octx, cl, rkey, obs.sum, b, c.effectiveTTL(st, ttl))
+	wrote, err := c.writeBackObserved(octx, cl, rkey, &obs, b, c.effectiveTTL(st, ttl))
 	// Even after an error: the write may have landed.
 	c.nearEvict(key)
 	if err != nil {

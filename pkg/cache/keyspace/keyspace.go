@@ -6,6 +6,8 @@
 // Config.KeyPrefix):
 //
 //	KP:<prefix>:<rest>             data keys written by pkg/cache
+//	KP:{T}:lease:<key>             string: the load lease of data key KP:<key>, T its
+//	                               hash tag or itself (Config.LoadLease; lease.go)
 //	{cacheplane:KP}:policy         hash: prefix -> PrefixPolicy JSON (controller writes)
 //	{cacheplane:KP}:gen            hash: prefix -> generation, plus GenBaseField (both
 //	                               write, only through the scripts in gen.go)
