@@ -135,9 +135,9 @@ type Config struct {
 	// for the key have joined one load, GetOrLoad and Cached take a lease
 	// on the key in Redis for LoadLease (SET NX PX with a token of their
 	// own, in the key's cluster slot: keyspace.Space.LeaseKey). The holder
-	// loads and stores; its store lands only while the lease is still its
-	// own, so a holder slower than LoadLease stores nothing (its callers
-	// still get the value) and never overwrites the next holder's. The
+	// loads and stores; its store lands unless another process took the
+	// lease over, so a holder slower than LoadLease never overwrites the
+	// next holder's value (alone, it still stores). The
 	// other processes poll for the value (2ms, doubling, at most 50ms or
 	// LoadLease/10) and serve it when it appears; if the lease ends
 	// without one (the holder crashed, or its load failed), one of them
@@ -148,8 +148,8 @@ type Config struct {
 	// its read saw and nothing more: Stats read as without the lease, and
 	// the saved loads show in the load-duration histogram. A cached "no
 	// value" (ErrNoValue) is shared like a value. Hits never touch the
-	// lease. Set it above the slowest load worth sharing: a load longer
-	// than LoadLease is not stored. The HTTP middleware streams its
+	// lease. Set it above the slowest load worth sharing: waiters stop
+	// waiting for a load longer than LoadLease. The HTTP middleware streams its
 	// handler's response and takes no lease. 0 (the default): off;
 	// negative is an error. See docs/load-lease.md.
 	LoadLease time.Duration

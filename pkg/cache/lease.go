@@ -153,8 +153,8 @@ func (c *Cache) awaitLease(ctx context.Context, st *prefixState, key string, obs
 
 // writeBackObserved is the write-back's compare-and-set against obs
 // (redisWriteBack), fenced by obs's load lease when this call holds one
-// (keyspace.LeaseWriteBackLua): then it lands only while the lease is
-// still this call's, and releases it.
+// (keyspace.LeaseWriteBackLua): then it lands unless another process has
+// taken the lease over, and releases it.
 func (c *Cache) writeBackObserved(ctx context.Context, cl *universal, key string, obs *observation, value []byte, ttl time.Duration) (bool, error) {
 	h := obs.lease
 	if h == nil {

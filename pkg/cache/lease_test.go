@@ -354,7 +354,7 @@ func loadFromAll(t *testing.T, caches []*cache.Cache, key string, d time.Duratio
 
 // leaseSlowHolder: a holder whose load outlasts its lease stores nothing,
 // neither while the next holder loads (whose value then lands) nor after
-// that one stored.
+// that one stored; alone, it stores.
 func leaseSlowHolder(t *testing.T, r leaseRedis) {
 	for _, key := range []string{"k:1", "k:{1}:x"} {
 		t.Run(key, func(t *testing.T) {
@@ -424,6 +424,34 @@ func leaseSlowHolder(t *testing.T, r leaseRedis) {
 				if _, err := next.Get(ctx, key, &got); err != nil || got != "new" {
 					t.Errorf("next holder first: %v: stored %q (%v), want the next holder's \"new\"", nextFirst, got, err)
 				}
+			}
+
+			// Alone, a holder slower than its lease still stores: nobody
+			// took the lease over, and the compare-and-set still guards
+			// the key (a load longer than LoadLease is cached, not lost).
+			r.raw.Del(ctx, dk)
+			release, started := make(chan struct{}), make(chan struct{})
+			slowDone := make(chan string)
+			go func() {
+				v, err := cache.GetOrLoad(ctx, slow, key, 0, func(context.Context) (string, error) {
+					close(started)
+					<-release
+					return "late", nil
+				})
+				if err != nil {
+					t.Error(err)
+				}
+				slowDone <- v
+			}()
+			<-started
+			waitFor(t, 10*time.Second, "the lease to expire", func() bool { return r.raw.Exists(ctx, lk).Val() == 0 })
+			close(release)
+			if v := <-slowDone; v != "late" {
+				t.Fatalf("slow holder's callers got %q", v)
+			}
+			var got string
+			if found, err := next.Get(ctx, key, &got); err != nil || !found || got != "late" {
+				t.Errorf("a holder alone past its lease stored %q (found %v, %v), want \"late\"", got, found, err)
 			}
 		})
 	}

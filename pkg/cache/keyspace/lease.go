@@ -4,8 +4,8 @@ import "strings"
 
 // Load leases (pkg/cache Config.LoadLease): one loader per key across
 // processes. On a miss a process takes the key's lease (LeaseAcquireLua); the
-// holder loads and stores through LeaseWriteBackLua, which lands only while
-// the lease still holds the holder's token; the others poll LeaseAcquireLua
+// holder loads and stores through LeaseWriteBackLua, which lands unless
+// another holder has taken the lease over; the others poll LeaseAcquireLua
 // until the value appears, the lease ends (one of them takes it) or they stop
 // waiting and load themselves.
 //
@@ -21,8 +21,8 @@ import "strings"
 // take it. Its prefix (first segment after KP) starts with '{', so the
 // patterns of ordinary prefixes (KP:<prefix>:*) do not reach it; an
 // invalidation whose pattern does (Invalidate("*"), a prefix that itself
-// starts with '{') deletes it like any key, and its holder then stores
-// nothing, which is what an invalidation during a load asks for anyway.
+// starts with '{') deletes it like any key: a waiter then takes over, and
+// the holder's store is guarded by the compare-and-set as without a lease.
 // A D without a hash tag that contains '}' has no '}'-free T naming its
 // slot: such a key, like the empty key, has no lease (LeaseKey reports
 // false) and loads as without one. A lease's value is its holder's token, unique per attempt.
@@ -93,14 +93,17 @@ return {0, redis.call('PTTL', KEYS[2])}
 `
 
 // LeaseWriteBackLua is WriteBackLua (KEYS[1], ARGV[1..3] as there) fenced by
-// the load lease KEYS[2]: it writes only while the lease holds the holder's
-// token ARGV[4], and then releases the lease in the same step. It returns -1
-// if the lease is lost (expired, taken over by another holder, or deleted by
-// an Invalidate): a holder slower than its lease never overwrites what the
-// next holder stores, nor lands while that one loads. Otherwise it returns
-// WriteBackLua's answer (1 wrote, 0 the key changed) and the lease is gone.
+// the load lease KEYS[2]: it writes unless another holder's token ARGV[4]
+// holds the lease, and releases the holder's lease in the same step. It
+// returns -1 if another holder has taken the lease over: a holder slower than
+// its lease never lands while the next one loads, nor overwrites what that one
+// stored (WriteBackLua's compare-and-set refuses that). A lease that expired
+// with nobody taking it over does not stop the write: the compare-and-set
+// still guards the key, and a load longer than the lease is not wasted.
+// Otherwise it returns WriteBackLua's answer (1 wrote, 0 the key changed).
 const LeaseWriteBackLua = `
-if redis.call('GET', KEYS[2]) ~= ARGV[4] then return -1 end
+local holder = redis.call('GET', KEYS[2])
+if holder and holder ~= ARGV[4] then return -1 end
 local function writeBack()
 ` + WriteBackLua + `
 end
