@@ -3,6 +3,7 @@ package cache
 import (
 	"context"
 	"hash/maphash"
+	"runtime"
 	"sync"
 )
 
@@ -122,21 +123,34 @@ func (c *Cache) leadGet(ctx context.Context, cl *universal, sh *readShard, key s
 // any, is sent by a goroutine of its own; otherwise the key is idle.
 func (c *Cache) nextRound(sh *readShard, key string) {
 	sh.mu.Lock()
-	r := sh.m[key]
-	if r == nil {
+	if sh.m[key] == nil {
 		delete(sh.m, key)
 		sh.mu.Unlock()
 		return
 	}
-	sh.m[key] = nil // r is in flight: later callers gather behind it
 	sh.mu.Unlock()
-	go c.sendRounds(sh, key, r)
+	go c.sendRounds(sh, key)
 }
 
-// sendRounds sends round r, publishes its reply and goes on with the rounds
-// that gathered behind it until none has.
-func (c *Cache) sendRounds(sh *readShard, key string, r *readRound) {
-	for r != nil {
+// sendRounds sends the round gathered behind key's last GET, publishes its
+// reply, and goes on with the rounds that gather meanwhile until one finds
+// no caller.
+func (c *Cache) sendRounds(sh *readShard, key string) {
+	for {
+		// Callers that come back soon (those just served, say) join the
+		// round still gathering: letting them run first makes fewer,
+		// fuller rounds. However long it gathers, a round's callers all
+		// arrived before it is sent.
+		runtime.Gosched()
+		sh.mu.Lock()
+		r := sh.m[key]
+		if r == nil {
+			delete(sh.m, key)
+			sh.mu.Unlock()
+			return
+		}
+		sh.m[key] = nil // r is in flight: later callers gather behind it
+		sh.mu.Unlock()
 		if cl := c.client.Load(); cl == nil {
 			r.err = c.unavailable()
 		} else {
@@ -146,15 +160,5 @@ func (c *Cache) sendRounds(sh *readShard, key string, r *readRound) {
 		}
 		r.cancel()
 		close(r.done)
-		// Callers woken above that come back at once join the round
-		// gathered meanwhile: it is not sent yet.
-		sh.mu.Lock()
-		r = sh.m[key]
-		if r == nil {
-			delete(sh.m, key)
-		} else {
-			sh.m[key] = nil
-		}
-		sh.mu.Unlock()
 	}
 }
