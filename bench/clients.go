@@ -38,8 +38,8 @@ const (
 // comparison is of the libraries, not of codecs (go-redis/cache defaults to
 // msgpack; it is given JSON here).
 type contenders struct {
-	pkg     *cache.Cache  // remote only
-	pkgAP   *cache.Cache  // remote only, with Config.AutoPipeline
+	pkg     *cache.Cache  // remote only, the library's defaults
+	pkgPrev *cache.Cache  // remote only, without read coalescing and autopipelining
 	near    *cache.Cache  // with the near-cache
 	raw     *redis.Client // plain go-redis, the baseline
 	grc     *gocache.Cache
@@ -56,11 +56,14 @@ func newContenders(ctx context.Context, s *server) (*contenders, error) {
 	if c.pkg, err = connect(ctx, cfg); err != nil {
 		return nil, err
 	}
-	cfg.KeyPrefix, cfg.AutoPipeline = "pkgap", true
-	if c.pkgAP, err = connect(ctx, cfg); err != nil {
+	// The defaults before read coalescing and autopipelining, for
+	// comparison.
+	prev := cfg
+	prev.KeyPrefix, prev.DisableReadCoalescing, prev.DisableAutoPipeline = "pkgprev", true, true
+	if c.pkgPrev, err = connect(ctx, prev); err != nil {
 		return nil, err
 	}
-	cfg.KeyPrefix, cfg.AutoPipeline = "near", false
+	cfg.KeyPrefix = "near"
 	cfg.NearCache = &cache.NearCacheConfig{TTL: time.Minute}
 	if c.near, err = connect(ctx, cfg); err != nil {
 		return nil, err
@@ -101,7 +104,7 @@ func (c *contenders) seed(ctx context.Context) error {
 	b, _ := json.Marshal(value)
 	return errors.Join(
 		c.pkg.Set(ctx, hitKey, value, ttl),
-		c.pkgAP.Set(ctx, hitKey, value, ttl),
+		c.pkgPrev.Set(ctx, hitKey, value, ttl),
 		c.near.Set(ctx, hitKey, value, ttl),
 		c.raw.Set(ctx, "raw:"+hitKey, b, ttl).Err(),
 		c.grc.Set(&gocache.Item{Ctx: ctx, Key: "grc:" + hitKey, Value: value, TTL: ttl}),
@@ -112,7 +115,7 @@ func (c *contenders) seed(ctx context.Context) error {
 
 func (c *contenders) close() {
 	c.pkg.Close()
-	c.pkgAP.Close()
+	c.pkgPrev.Close()
 	c.near.Close()
 	c.raw.Close()
 	c.rue.Close()
@@ -163,9 +166,9 @@ func (c *contenders) remoteOps() map[string]map[string]op {
 	}
 	return map[string]map[string]op{
 		"hit": {
-			"pkg/cache":               pkgGet(c.pkg, hitKey, true),
-			"pkg/cache autopipelined": pkgGet(c.pkgAP, hitKey, true),
-			"go-redis":                rawGet("raw:" + hitKey),
+			pkgDefaults: pkgGet(c.pkg, hitKey, true),
+			pkgPrevious: pkgGet(c.pkgPrev, hitKey, true),
+			"go-redis":  rawGet("raw:" + hitKey),
 			"go-redis/cache": func(ctx context.Context) error {
 				var v user
 				return c.grc.Get(ctx, "grc:"+hitKey, &v)
@@ -173,8 +176,8 @@ func (c *contenders) remoteOps() map[string]map[string]op {
 			"rueidis": rueGet("rue:" + hitKey),
 		},
 		"miss": {
-			"pkg/cache":               pkgGet(c.pkg, missKey, false),
-			"pkg/cache autopipelined": pkgGet(c.pkgAP, missKey, false),
+			pkgDefaults: pkgGet(c.pkg, missKey, false),
+			pkgPrevious: pkgGet(c.pkgPrev, missKey, false),
 			"go-redis": func(ctx context.Context) error {
 				if err := c.raw.Get(ctx, "raw:"+missKey).Err(); err != redis.Nil {
 					return fmt.Errorf("miss: %v", err)
@@ -196,8 +199,8 @@ func (c *contenders) remoteOps() map[string]map[string]op {
 			},
 		},
 		"set": {
-			"pkg/cache":               func(ctx context.Context) error { return c.pkg.Set(ctx, setKey, value, ttl) },
-			"pkg/cache autopipelined": func(ctx context.Context) error { return c.pkgAP.Set(ctx, setKey, value, ttl) },
+			pkgDefaults: func(ctx context.Context) error { return c.pkg.Set(ctx, setKey, value, ttl) },
+			pkgPrevious: func(ctx context.Context) error { return c.pkgPrev.Set(ctx, setKey, value, ttl) },
 			"go-redis": func(ctx context.Context) error {
 				b, err := json.Marshal(value)
 				if err != nil {
@@ -217,12 +220,12 @@ func (c *contenders) remoteOps() map[string]map[string]op {
 			},
 		},
 		"GetOrLoad hit": {
-			"pkg/cache": func(ctx context.Context) error {
+			pkgDefaults: func(ctx context.Context) error {
 				_, err := cache.GetOrLoad(ctx, c.pkg, hitKey, ttl, load)
 				return err
 			},
-			"pkg/cache autopipelined": func(ctx context.Context) error {
-				_, err := cache.GetOrLoad(ctx, c.pkgAP, hitKey, ttl, load)
+			pkgPrevious: func(ctx context.Context) error {
+				_, err := cache.GetOrLoad(ctx, c.pkgPrev, hitKey, ttl, load)
 				return err
 			},
 			"go-redis": rawGet("raw:" + hitKey),
@@ -247,7 +250,7 @@ func (c *contenders) localOps() map[string]op {
 			}
 			return err
 		},
-		"pkg/cache remote": c.remoteOps()["hit"]["pkg/cache"],
+		"pkg/cache remote": c.remoteOps()["hit"][pkgDefaults],
 		"rueidis client-side cache": func(ctx context.Context) error {
 			b, err := c.rue.DoCache(ctx, c.rue.B().Get().Key("rue:"+hitKey).Cache(), time.Minute).AsBytes()
 			if err != nil {

@@ -99,7 +99,15 @@ func fatal(err error) {
 	os.Exit(1)
 }
 
-var libs = []string{"pkg/cache", "pkg/cache autopipelined", "go-redis", "go-redis/cache", "rueidis"}
+// The pkg/cache contenders: its defaults, and the defaults before read
+// coalescing and autopipelining (Config.DisableReadCoalescing and
+// DisableAutoPipeline), for comparison.
+const (
+	pkgDefaults = "pkg/cache (defaults)"
+	pkgPrevious = "pkg/cache no coalescing, no autopipeline"
+)
+
+var libs = []string{pkgDefaults, pkgPrevious, "go-redis", "go-redis/cache", "rueidis"}
 
 var opNames = []string{"hit", "miss", "set", "GetOrLoad hit"}
 

@@ -166,15 +166,33 @@ type Config struct {
 	// millisecond on a LAN). Default DefaultEventsLease (1s), at least
 	// MinEventsLease. Unused when PolicyRefresh is negative.
 	EventsLease time.Duration
-	// AutoPipeline sends the commands of Get, Set, GetOrLoad and a GetMany
-	// of one MGET (keys of one slot, at most 1,000) through go-redis's
-	// autopipeliner: concurrent calls share round trips instead
-	// of each taking a pooled connection, which under many parallel callers
-	// makes remote hits several times cheaper. Semantics stay: each call
-	// still waits at most SocketTimeout (or its context), and one
-	// goroutine's commands run in the order it issued them. go-redis marks
-	// the autopipeliner experimental, hence off by default.
+	// DisableAutoPipeline turns off autopipelining, which is on by
+	// default: while calls run concurrently, the commands of Get, Set, GetOrLoad
+	// and a GetMany of one MGET (keys of one slot, at most 1,000) go through go-redis's autopipeliner, so concurrent calls
+	// share round trips instead of each taking a pooled connection (under
+	// many parallel callers, remote hits cost a fraction of a plain
+	// command); a call alone takes the plain path. Semantics stay: each
+	// call still waits at most SocketTimeout (or its context), and one
+	// goroutine's commands run in the order it issued them. The
+	// consistency checker (test/consistency) runs with it on and off.
+	// go-redis marks the autopipeliner experimental: this is the way back
+	// to plain commands.
+	DisableAutoPipeline bool
+	// Deprecated: autopipelining is the default; AutoPipeline changes
+	// nothing and is kept so that existing configurations compile. Set
+	// DisableAutoPipeline to turn it off (setting both is an error).
 	AutoPipeline bool
+	// DisableReadCoalescing makes every remote read send a GET of its own.
+	// By default, concurrent reads of one key in this process (Get,
+	// GetOrLoad, Cached, the middleware) share GETs: a caller that arrives
+	// while a GET of the key is in flight waits for the next one, sent as
+	// soon as that one completes and shared by every caller arriving
+	// meanwhile. No caller gets a reply Redis produced before it arrived,
+	// so every guarantee of docs/consistency.md holds either way; the
+	// price is that such a caller may wait up to about two round trips
+	// instead of one, against one GET per round trip whatever the number
+	// of callers.
+	DisableReadCoalescing bool
 	// Client, when set, is the Redis client the cache uses instead of
 	// opening its own pool: a *redis.Client (Standalone, or a failover
 	// client from redis.NewFailoverClient) or a *redis.ClusterClient. Its
@@ -302,7 +320,8 @@ type Cache struct {
 	loadTime *prometheus.HistogramVec
 	logLimit logLimiter
 	near     *nearCache // nil without Config.NearCache
-	pipe     pipeState  // Config.AutoPipeline (pipeline.go)
+	pipe     pipeState  // autopipelining (pipeline.go)
+	reads    readGroup  // GETs in flight, for read coalescing (coalesce.go)
 
 	// globInvalidations counts the Invalidate calls whose pattern has a
 	// glob in its prefix, so could reach every prefix.
@@ -369,6 +388,9 @@ func New(cfg Config) (*Cache, error) {
 	case cfg.MaxConnections < 0:
 		return nil, fmt.Errorf("cache: Config.MaxConnections is negative (%d)", cfg.MaxConnections)
 	}
+	if cfg.AutoPipeline && cfg.DisableAutoPipeline {
+		return nil, errors.New("cache: Config.AutoPipeline (deprecated, the default) and DisableAutoPipeline are both set")
+	}
 	if err := checkCompressAbove(cfg.CompressAbove); err != nil {
 		return nil, err
 	}
@@ -419,6 +441,7 @@ func New(cfg Config) (*Cache, error) {
 		}, []string{"prefix"}),
 	}
 	c.prefixes.init()
+	c.reads.init()
 	c.life, c.lifeStop = context.WithCancel(context.Background())
 	c.pid = keyspace.NewProcessID()
 	c.reclaims = map[string]bool{}

@@ -161,7 +161,7 @@ func TestCompressNearCache(t *testing.T) {
 // compressed entries like plain ones.
 func TestCompressAutoPipelineAndWriteBack(t *testing.T) {
 	kp := testPrefix(t)
-	c := newCache(t, cache.Config{KeyPrefix: kp, CompressAbove: 128, AutoPipeline: true})
+	c := newCache(t, cache.Config{KeyPrefix: kp, CompressAbove: 128})
 	ctx := context.Background()
 	v := compressible(4 << 10)
 	var wg sync.WaitGroup

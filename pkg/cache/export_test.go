@@ -45,3 +45,21 @@ func Reclaiming(c *Cache, prefix string) bool {
 // SetEventsAddr makes a Cache not yet connected dial its events
 // subscription at addr (a stall proxy) instead of the pool's address.
 func SetEventsAddr(c *Cache, addr string) { c.eventsAddr = addr }
+
+// ReadWaiters returns how many callers wait for the next shared GET of key
+// (read coalescing), and whether a GET of key is in flight.
+func ReadWaiters(c *Cache, key string) (waiting int, inFlight bool) {
+	rkey := c.space.DataKey(key)
+	sh := c.reads.shard(rkey)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	r, ok := sh.m[rkey]
+	if r != nil {
+		waiting = r.waiters
+	}
+	return waiting, ok
+}
+
+// AutoPipelined reports whether c sends concurrent calls through the
+// autopipeliner.
+func AutoPipelined(c *Cache) bool { return !c.cfg.DisableAutoPipeline }

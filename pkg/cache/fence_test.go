@@ -45,7 +45,7 @@ func TestDeleteFencesOtherProcessWriteBack(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
-			cfg := cache.Config{KeyPrefix: testPrefix(t), AutoPipeline: tc.pipeline}
+			cfg := cache.Config{KeyPrefix: testPrefix(t), DisableAutoPipeline: !tc.pipeline}
 			a, b := newCache(t, cfg), newCache(t, cfg)
 			keys := 1
 			if tc.pipeline {

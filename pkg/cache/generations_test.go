@@ -70,7 +70,7 @@ func TestWriteBackFencedAcrossProcesses(t *testing.T) {
 	}
 }
 
-// The same with AutoPipeline: A's write-back times out while the network is
+// The same with autopipelining (the default): A's write-back times out while the network is
 // stalled, B invalidates meanwhile, and A's SET lands afterwards. Its
 // generation tag keeps it from being served by whoever knows the new one.
 func TestLateWriteBackFencedByGeneration(t *testing.T) {
@@ -78,7 +78,7 @@ func TestLateWriteBackFencedByGeneration(t *testing.T) {
 	ctx := context.Background()
 	kp := uniquePrefix(t)
 	proxy := startStallProxy(t, srv.Addr())
-	a := newCache(t, cache.Config{KeyPrefix: kp, URL: proxy.URL(), AutoPipeline: true, SocketTimeout: 300 * time.Millisecond})
+	a := newCache(t, cache.Config{KeyPrefix: kp, URL: proxy.URL(), SocketTimeout: 300 * time.Millisecond})
 	b := newCache(t, cache.Config{KeyPrefix: kp})
 	newOperator(t, kp).waitSubscribed(2)
 	rc := rawClient(t)

@@ -9,8 +9,9 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Config.AutoPipeline routes the single-key reads and writes of the hot path
-// through go-redis's deferred autopipeliner. Its default configuration is one
+// Autopipelining (the default; Config.DisableAutoPipeline turns it off)
+// routes the single-key reads and writes of the hot path through go-redis's
+// deferred autopipeliner. Its default configuration is one
 // ordered stream: while a batch is on the wire the next callers' commands
 // queue and go out together as the next batch, so N concurrent callers cost
 // about one round trip and two syscalls per batch instead of per call. Each
@@ -31,10 +32,10 @@ type pipeState struct {
 	inflight atomic.Int64
 }
 
-// pipeliner returns the autopipeliner of cl, or nil when the option is off
-// (or go-redis refused to build one, in which case the plain path is used).
+// pipeliner returns the autopipeliner of cl, or nil when it is off (or
+// go-redis refused to build one, in which case the plain path is used).
 func (c *Cache) pipeliner(cl *universal) *redis.AutoPipeliner {
-	if !c.cfg.AutoPipeline {
+	if c.cfg.DisableAutoPipeline {
 		return nil
 	}
 	if p := c.pipe.p.Load(); p != nil {
@@ -55,11 +56,11 @@ func (c *Cache) pipeliner(cl *universal) *redis.AutoPipeliner {
 // the caller calls done when its command has completed. (A method rather
 // than a returned func: a method value would be allocated on every call.)
 func (c *Cache) concurrent() (busy bool) {
-	return c.cfg.AutoPipeline && c.pipe.inflight.Add(1) > 1
+	return !c.cfg.DisableAutoPipeline && c.pipe.inflight.Add(1) > 1
 }
 
 func (c *Cache) done() {
-	if c.cfg.AutoPipeline {
+	if !c.cfg.DisableAutoPipeline {
 		c.pipe.inflight.Add(-1)
 	}
 }

@@ -11,10 +11,10 @@ import (
 	"github.com/cacheplane/cacheplane/pkg/cache/redistest"
 )
 
-// With AutoPipeline, the operations behave as without: values, misses, TTLs,
+// With autopipelining (the default), the operations behave as without: values, misses, TTLs,
 // and each goroutine reading its own writes while many run at once.
 func TestAutoPipelineSemantics(t *testing.T) {
-	c := newCache(t, cache.Config{AutoPipeline: true})
+	c := newCache(t, cache.Config{})
 	ctx := context.Background()
 	if err := c.Set(ctx, "user:ttl", "v", 1500*time.Millisecond); err != nil {
 		t.Fatal(err)
@@ -69,7 +69,7 @@ func TestAutoPipelineAndNearCacheFailOpen(t *testing.T) {
 	t.Cleanup(own.Close)
 	proxy := startStallProxy(t, own.Addr())
 	const timeout = 500 * time.Millisecond
-	c := newCache(t, cache.Config{URL: proxy.URL(), SocketTimeout: timeout, AutoPipeline: true, NearCache: &cache.NearCacheConfig{}})
+	c := newCache(t, cache.Config{URL: proxy.URL(), SocketTimeout: timeout, NearCache: &cache.NearCacheConfig{}})
 	waitNearOn(t, c)
 	api := newMiddlewareAPI(t, c)
 	ctx := context.Background()

@@ -77,7 +77,9 @@ func (c *Cache) getEntry(ctx context.Context, st *prefixState, key string, obs *
 		return nil, false, c.unavailable()
 	}
 	octx, cancel := c.opCtx(ctx)
-	b, err := c.redisGet(octx, cl, c.space.DataKey(key))
+	// Shared with concurrent readers of the key (coalesce.go): b is
+	// read-only, and each caller judges it below as its own.
+	b, err := c.sharedGet(octx, cl, c.space.DataKey(key))
 	cancel()
 	if err != nil {
 		if err == redis.Nil {

@@ -121,6 +121,16 @@ func shortScenarios() []scenario {
 		lateStalls = append(lateStalls, faultSpec{Kind: faultStall, AtOps: int64(200 + 300*i), Dur: 600 * time.Millisecond, Proc: -1})
 	}
 
+	// coalescing/hot-keys: many goroutines per process on two keys, so
+	// that reads of one key overlap and share GETs (pkg/cache's read
+	// coalescing), while other processes write and delete them: a read
+	// that shared a GET sent before another process's write returned
+	// would be stale.
+	hot := procSpec{Goroutines: 8, Mix: mix{Get: 50, GetOrLoad: 20, Set: 15, Delete: 10, Invalidate: 5}, LoadDelayMax: 2 * time.Millisecond, SocketTimeout: time.Second}
+	hotPlain := hot
+	hotPlain.AutoPipeline = false
+	hot.AutoPipeline = true
+
 	return []scenario{
 		{
 			Name: "baseline/one-process", Keys: eightKeys, Ops: 800,
@@ -153,6 +163,12 @@ func shortScenarios() []scenario {
 				{Kind: faultStall, AtOps: 1500, Dur: 1500 * time.Millisecond, Proc: -1},
 			},
 			Expect: "items 3 and 4 (write-backs after invalidations, timed-out write-backs landing late, stalled near-caches)",
+		},
+		{
+			Name: "coalescing/hot-keys", Keys: []string{"a:1", "b:1"}, Ops: 3000,
+			Procs:  []procSpec{hot, hot, hotPlain, hotPlain, inOS(hot)},
+			Faults: []faultSpec{{Kind: faultStall, AtOps: 1500, Dur: 300 * time.Millisecond, Proc: -1}},
+			Expect: "read coalescing (a read shares a GET sent before a write that returned before it began)",
 		},
 		{
 			Name: "defects/writeback-fence", Keys: eightKeys, Ops: 1500,

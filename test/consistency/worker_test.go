@@ -133,7 +133,9 @@ func (w *workerConfig) cacheConfig() cache.Config {
 		URL:           w.CacheURL,
 		KeyPrefix:     w.KeyPrefix,
 		SocketTimeout: w.SocketTimeout,
-		AutoPipeline:  w.AutoPipeline,
+		// The library autopipelines by default; the plain scenarios
+		// keep checking the way without.
+		DisableAutoPipeline: !w.AutoPipeline,
 	}
 	if w.Near {
 		cfg.NearCache = &cache.NearCacheConfig{Prefixes: w.NearPrefixes}
