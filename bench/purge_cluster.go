@@ -226,10 +226,10 @@ func (r *report) runClusterPurge(ctx context.Context, total int64) error {
 		return err
 	}
 	defer b.close()
-	// The adaptive COUNT (the default) aims each round trip at 1 ms; where
-	// the masters and the client share too few cores, waiting for a core
-	// counts as a slow round trip, so the fixed COUNT pair shows what the
-	// engine does without that feedback.
+	// The adaptive COUNT (the default) aims each round trip at 1 ms of the
+	// server's own time (INFO commandstats), so the client's wait for a core
+	// shared with the masters does not shrink its pages; the fixed COUNT pair
+	// shows what the engine does without that feedback.
 	ways := []struct {
 		name  string
 		count int64

@@ -10,3 +10,9 @@ const (
 	MinCountForTest = minCount
 	MaxCountForTest = maxCount
 )
+
+// CmdStatForTest reads one commandstats line's calls and usec.
+var CmdStatForTest = cmdStat
+
+// ParseCmdStatsForTest reads the lines the server's clock uses.
+func ParseCmdStatsForTest(info string) { parseCmdStats(info, "cmdstat_unlink") }

@@ -8,11 +8,24 @@
 //
 // The SCAN COUNT adapts to what Redis can take (unless Options.Count fixes it):
 // Redis runs a pipelined round trip's commands back to back while every other
-// client waits, so the engine aims each round trip at a latency budget. It
-// grows COUNT while round trips come back well within the budget (sparse
-// matches, an idle server: fewer round trips, so a faster purge) and halves
-// it as soon as one overruns (a busy server, dense matches: the other
-// clients' latency comes first).
+// client waits, so the engine aims each round trip at a latency budget of the
+// server's own time. It grows COUNT while a round trip costs the server well
+// within the budget (sparse matches: fewer round trips, so a faster purge) and
+// halves it as soon as one overruns (dense matches, long keys, a server short
+// of CPU: the other clients' latency comes first).
+//
+// The server's time comes from INFO commandstats, pipelined after each SCAN:
+// the microseconds Redis spent in SCAN and UNLINK (EVAL with Options.Keep)
+// since the previous page. The client's round trip would also count the
+// network and the client's own wait for a core; where the client shares few
+// cores with the servers it purges (every master of a cluster at once), that
+// wait would read as a busy server and shrink the pages for nothing. The
+// round trip steers instead when the server refuses INFO (an ACL without it;
+// the purge goes on) and for any page whose call counts show that other
+// clients ran SCAN or UNLINK meanwhile, whose time would be charged to the
+// purge. INFO costs the server some tens of microseconds (it lists every
+// command run since the statistics were reset), a few percent of a page at
+// the budget (BenchmarkInfoCost).
 //
 // The package is public only because the operator shares it with pkg/cache and,
 // living in another module, cannot import the library module's internal
@@ -37,9 +50,10 @@ import (
 // well under a millisecond.
 const DefaultCount = 1000
 
-// DefaultLatencyBudget is the round-trip time the adaptive COUNT aims to stay
-// under. Redis serves nobody else while it runs one round trip's UNLINK and
-// SCAN, so this bounds what the purge adds to other clients' latency.
+// DefaultLatencyBudget is the server time per round trip the adaptive COUNT
+// aims to stay under. Redis serves nobody else while it runs one round trip's
+// UNLINK and SCAN, so this bounds what the purge adds to other clients'
+// latency.
 const DefaultLatencyBudget = time.Millisecond
 
 // Bounds of the adaptive COUNT: below minCount round-trip overhead dominates;
@@ -55,7 +69,8 @@ type Options struct {
 	// Count fixes the SCAN COUNT hint; 0 means adaptive, starting from
 	// DefaultCount and steered by LatencyBudget.
 	Count int64
-	// LatencyBudget is the round-trip time the adaptive COUNT aims at; 0
+	// LatencyBudget is the server time per round trip the adaptive COUNT
+	// aims at (the round-trip time where the server's cannot be read); 0
 	// means DefaultLatencyBudget. Ignored when Count is set.
 	LatencyBudget time.Duration
 	// MaxKeysPerSecond limits UNLINKs; 0 means unlimited. It bounds a whole
@@ -131,6 +146,10 @@ func Node(ctx context.Context, c redis.Cmdable, pattern string, cursor uint64, o
 		budget = DefaultLatencyBudget
 	}
 	limiter := opt.limiter()
+	var clock *serverClock
+	if adaptive {
+		clock = newServerClock(opt, limiter != nil)
+	}
 
 	var (
 		deleted int64
@@ -159,19 +178,36 @@ func Node(ctx context.Context, c redis.Cmdable, pattern string, cursor uint64, o
 			}
 		}
 
-		// One round trip: UNLINK the previous page, SCAN the next.
+		// One round trip: UNLINK the previous page, SCAN the next, and (while
+		// COUNT adapts) read what the server spent on them.
 		pipe := c.Pipeline()
+		var before, after *redis.StringCmd
+		if clock != nil && !done && !clock.off && !clock.have {
+			before = pipe.Info(ctx, "commandstats") // the first sample's baseline
+		}
 		unlinks := queueUnlinks(ctx, pipe, pending, opt)
 		var scan *redis.ScanCmd
 		if !done {
 			scan = pipe.Scan(ctx, cursor, pattern, count)
+			if clock != nil && clock.wantInfo() {
+				after = pipe.Info(ctx, "commandstats")
+			}
 		}
 		start := time.Now()
 		if _, err := pipe.Exec(ctx); err != nil {
-			return deleted, fmt.Errorf("purge %q: %w", pattern, err)
+			// A refused INFO (an ACL without it) only turns the server's
+			// clock off; any other failure fails the purge.
+			if before == nil && after == nil || !infoOnly(err, before, after) {
+				return deleted, fmt.Errorf("purge %q: %w", pattern, err)
+			}
+			clock.off, before, after = true, nil, nil
 		}
-		if adaptive {
-			count = nextCount(count, time.Since(start), budget)
+		rtt := time.Since(start)
+		if scan != nil && scan.Err() != nil {
+			return deleted, fmt.Errorf("purge %q: SCAN: %w", pattern, scan.Err())
+		}
+		if scan != nil && adaptive {
+			count = clock.steer(count, rtt, budget, before, after, len(unlinks))
 		}
 		for _, u := range unlinks {
 			if u.Err() != nil {
@@ -198,7 +234,8 @@ func Node(ctx context.Context, c redis.Cmdable, pattern string, cursor uint64, o
 	}
 }
 
-// nextCount steers COUNT by the last round trip: multiplicative decrease on
+// nextCount steers COUNT by the last round trip's cost (the server's time,
+// or the client's round trip): multiplicative decrease on
 // an overrun, so a loaded server is relieved at once; a gentler increase
 // while well within budget, with a dead band between, so COUNT settles
 // instead of oscillating around the budget.
