@@ -39,11 +39,12 @@ type versioned struct {
 	t    *testing.T
 	keys []string
 
+	wmu     sync.Mutex // held by the writer during a write
 	mu      sync.Mutex
 	acked   map[string][]ackedWrite // ascending
 	written map[string]int          // highest version attempted
 
-	stop                      atomic.Bool
+	stop, paused              atomic.Bool
 	wg                        sync.WaitGroup
 	writes, reads, writeFails atomic.Int64
 	readFails                 atomic.Int64
@@ -68,25 +69,32 @@ func startVersioned(t *testing.T, keys []string, w *cache.Cache, rs ...*cache.Ca
 }
 
 func (x *versioned) write(c *cache.Cache) {
-	ctx := context.Background()
 	for i := 0; !x.stop.Load(); i++ {
-		k := x.keys[i%len(x.keys)]
-		x.mu.Lock()
-		v := x.written[k] + 1
-		x.written[k] = v
-		x.mu.Unlock()
-		if err := c.Set(ctx, k, v, time.Hour); err != nil {
-			x.writeFails.Add(1)
-			continue
-		}
-		now := time.Now()
-		x.mu.Lock()
-		x.acked[k] = append(x.acked[k], ackedWrite{now, v})
-		x.mu.Unlock()
-		x.writes.Add(1)
+		x.writeOne(c, x.keys[i%len(x.keys)])
 		// A few writes a millisecond leave the readers time to hit.
 		time.Sleep(time.Millisecond)
 	}
+}
+
+func (x *versioned) writeOne(c *cache.Cache, k string) {
+	x.wmu.Lock()
+	defer x.wmu.Unlock()
+	if x.paused.Load() {
+		return
+	}
+	x.mu.Lock()
+	v := x.written[k] + 1
+	x.written[k] = v
+	x.mu.Unlock()
+	if err := c.Set(context.Background(), k, v, time.Hour); err != nil {
+		x.writeFails.Add(1)
+		return
+	}
+	now := time.Now()
+	x.mu.Lock()
+	x.acked[k] = append(x.acked[k], ackedWrite{now, v})
+	x.mu.Unlock()
+	x.writes.Add(1)
 }
 
 func (x *versioned) read(c *cache.Cache) {
@@ -120,6 +128,15 @@ func (x *versioned) halt() {
 	x.stop.Store(true)
 	x.wg.Wait()
 }
+
+// pause stops the writes until resume, once the one in flight is done.
+func (x *versioned) pause() {
+	x.paused.Store(true)
+	x.wmu.Lock()
+	defer x.wmu.Unlock()
+}
+
+func (x *versioned) resume() { x.paused.Store(false) }
 
 // waitWrites waits until n more writes have been acknowledged.
 func (x *versioned) waitWrites(n int64) {
