@@ -35,6 +35,7 @@ func main() {
 	docs := flag.String("docs", "../docs", "directory to write benchmarks.md and benchmarks.png into; empty: print only")
 	skipPurge := flag.Bool("skip-purge", false, "skip the purge benchmarks")
 	skipOps := flag.Bool("skip-ops", false, "skip the cache operation benchmarks")
+	skipClusterNear := flag.Bool("skip-cluster-near", false, "skip the near-cache benchmark on a 3-master cluster")
 	flag.Parse()
 	if *dashboardPNG {
 		if err := runDashboardPNG(context.Background()); err != nil {
@@ -53,6 +54,11 @@ func main() {
 	ctx := context.Background()
 	if !*skipOps {
 		if err := r.runOps(ctx); err != nil {
+			fatal(err)
+		}
+	}
+	if !*skipClusterNear {
+		if err := r.runClusterNear(ctx); err != nil {
 			fatal(err)
 		}
 	}
