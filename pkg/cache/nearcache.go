@@ -22,8 +22,8 @@ const (
 	DefaultNearCacheLease      = time.Second
 )
 
-// MinNearCacheLease is the shortest NearCacheConfig.Lease: the tracking
-// connection is PINGed four times per lease.
+// MinNearCacheLease is the shortest NearCacheConfig.Lease: each tracking
+// connection is probed four times per lease.
 const MinNearCacheLease = 10 * time.Millisecond
 
 // NearCacheConfig enables the near-cache: a bounded in-process tier in front
@@ -62,9 +62,19 @@ const MinNearCacheLease = 10 * time.Millisecond
 // the tier off for the life of the Cache, with a logged warning; the Cache
 // then works as without it. Any other refusal ("max number of clients
 // reached", LOADING, a restarting server) is retried. NearCacheStats reports
-// which of these states the tier is in. The tier needs Standalone mode for
-// now: in Cluster and Sentinel mode it stays off with a warning (tracking
-// would have to follow each master).
+// which of these states the tier is in.
+//
+// On a Redis Cluster the tier tracks every node, replicas included (a
+// failover then promotes a node already tracked), probing each with CLUSTER
+// NODES instead of PING: a hit is served only while every node's lease is
+// current, a node new to the cluster empties the tier until it is tracked
+// too, and a slot migration needs nothing more (whichever master
+// acknowledges a write of the key reports it). Under Sentinel it tracks the
+// master the sentinels name, probed with ROLE, and serves only while the
+// sentinels, asked every Lease/4, confirm it; at a switch the tier is
+// emptied and follows the new master. With Config.Client, a failover client
+// cannot be followed (the tier stays off: give Addrs and MasterName
+// instead). docs/near-cache.md has the argument.
 //
 // Entries are the stored bytes, decoded on every hit, so a caller never
 // shares a decoded value with another. Redis names invalidated keys without
