@@ -230,6 +230,9 @@ func (n *nearCache) recompute() {
 // change empties the tier: a node new to it may hold writes it never heard
 // of, and it serves again only once every node's tracker is up and probed.
 func (n *nearCache) setNodes(c *Cache, want map[string]string) {
+	if n.disabled.Load() != nil {
+		return
+	}
 	first := len(n.nodes) == 0
 	changed := false
 	for addr := range want {
@@ -287,7 +290,11 @@ func (n *nearCache) disable(c *Cache, err error) {
 		return
 	}
 	n.mu.Lock()
-	n.nodes = nil
+	for _, nd := range n.nodes {
+		nd.gone = true
+		nd.stop()
+	}
+	n.nodes = map[string]*nearNode{}
 	n.recompute()
 	n.mu.Unlock()
 	n.flush()
@@ -489,7 +496,14 @@ func (c *Cache) nearSentinel(n *nearCache) (*nearFollower, error) {
 		return nil, err
 	}
 	var sentinels []*redis.SentinelClient
-	for _, a := range c.seeds() {
+	addrs := slices.Clone(c.cfg.Addrs)
+	if c.cfg.URL != "" {
+		// As the pool's client: the URL's host joins the sentinels.
+		if o, err := redis.ParseURL(c.cfg.URL); err == nil && !slices.Contains(addrs, o.Addr) {
+			addrs = append(addrs, o.Addr)
+		}
+	}
+	for _, a := range addrs {
 		o, err := c.nodeOptions(a)
 		if err != nil {
 			return nil, err
