@@ -242,6 +242,25 @@ func TestNearCacheCluster(t *testing.T) {
 		}
 	})
 
+	t.Run("ConfigClient", func(t *testing.T) {
+		// A caller's cluster client: the trackers dial its nodes with its
+		// options.
+		kp := testPrefix(t)
+		own := cl.Client()
+		defer own.Close()
+		a := connectTopology(t, cfg(kp))
+		ccfg := cache.Config{Client: own, KeyPrefix: kp, NearCache: &cache.NearCacheConfig{Lease: nearTestLease}}
+		b := connectTopology(t, ccfg)
+		waitNearOn(t, b)
+		for _, k := range spreadKeys(10) {
+			mustSet(t, a, k, "v0")
+			barrier(t, b)
+			cacheLocally(t, b, k, "v0")
+			mustSet(t, a, k, "v1")
+			waitValue(t, b, k, "v1", "v0")
+		}
+	})
+
 	t.Run("FailoverDuringTraffic", func(t *testing.T) {
 		a, b := pair(t)
 		x := startVersioned(t, spreadKeys(40), a, b, a)

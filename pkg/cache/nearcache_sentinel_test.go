@@ -34,6 +34,15 @@ func TestNearCacheSentinel(t *testing.T) {
 		t.Fatalf("tracking connections %v, want one to the master %s", ids, old.Addr())
 	}
 
+	// A caller's failover client hides which node it talks to: the tier
+	// cannot follow it and says so.
+	fc := d.Client()
+	defer fc.Close()
+	ext := connectTopology(t, cache.Config{Client: fc, KeyPrefix: kp, NearCache: &cache.NearCacheConfig{}})
+	waitFor(t, 10*time.Second, "the tier to turn itself off", func() bool {
+		return ext.NearCacheStats().State == cache.NearCacheDisabled
+	})
+
 	// Writes of one process are seen by the other.
 	mustSet(t, a, "user:1", "v0")
 	barrier(t, b)
