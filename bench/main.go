@@ -38,6 +38,7 @@ func main() {
 	skipBatch := flag.Bool("skip-batch", false, "skip the batch read and compression benchmarks")
 	skipClusterPurge := flag.Bool("skip-cluster-purge", false, "skip the 3-master cluster purge benchmark (-purge-keys keys)")
 	skipLoadLease := flag.Bool("skip-loadlease", false, "skip the LoadLease benchmarks")
+	skipClusterNear := flag.Bool("skip-cluster-near", false, "skip the near-cache benchmark on a 3-master cluster")
 	flag.Parse()
 	if *dashboardPNG {
 		if err := runDashboardPNG(context.Background()); err != nil {
@@ -66,6 +67,11 @@ func main() {
 	}
 	if !*skipLoadLease {
 		if err := r.runLoadLease(ctx); err != nil {
+			fatal(err)
+		}
+	}
+	if !*skipClusterNear {
+		if err := r.runClusterNear(ctx); err != nil {
 			fatal(err)
 		}
 	}

@@ -202,10 +202,11 @@ type Config struct {
 	// KeepAlive must then be unset (the client's own options apply), and
 	// Mode unset or matching the client.
 	//
-	// The events subscription and the near-cache's tracking connection
+	// The events subscription and the near-cache's tracking connections
 	// are dedicated connections dialed with the client's options; the
-	// near-cache needs a Standalone client (with a CredentialsProvider in
-	// place of a password it cannot authenticate, and stays off). The
+	// near-cache needs a Standalone or cluster client (it cannot follow a
+	// failover client's master, nor authenticate with a
+	// CredentialsProvider in place of a password, and stays off). The
 	// cache adds no hook to the client, so SocketTimeout bounds each call
 	// through its context: set ContextTimeoutEnabled on the client, or its
 	// own read and write timeouts bound the round trips instead.

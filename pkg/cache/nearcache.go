@@ -2,20 +2,15 @@ package cache
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"math/rand/v2"
-	"net"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/cacheplane/cacheplane/pkg/cache/internal/mono"
 	"github.com/cacheplane/cacheplane/pkg/cache/internal/nearstore"
-	"github.com/cacheplane/cacheplane/pkg/cache/internal/tracking"
 	"github.com/cacheplane/cacheplane/pkg/cache/keyspace"
 )
 
@@ -27,8 +22,8 @@ const (
 	DefaultNearCacheLease      = time.Second
 )
 
-// MinNearCacheLease is the shortest NearCacheConfig.Lease: the tracking
-// connection is PINGed four times per lease.
+// MinNearCacheLease is the shortest NearCacheConfig.Lease: each tracking
+// connection is probed four times per lease.
 const MinNearCacheLease = 10 * time.Millisecond
 
 // NearCacheConfig enables the near-cache: a bounded in-process tier in front
@@ -67,9 +62,19 @@ const MinNearCacheLease = 10 * time.Millisecond
 // the tier off for the life of the Cache, with a logged warning; the Cache
 // then works as without it. Any other refusal ("max number of clients
 // reached", LOADING, a restarting server) is retried. NearCacheStats reports
-// which of these states the tier is in. The tier needs Standalone mode for
-// now: in Cluster and Sentinel mode it stays off with a warning (tracking
-// would have to follow each master).
+// which of these states the tier is in.
+//
+// On a Redis Cluster the tier tracks every node, replicas included (a
+// failover then promotes a node already tracked), probing each with CLUSTER
+// NODES instead of PING: a hit is served only while every node's lease is
+// current, a node new to the cluster empties the tier until it is tracked
+// too, and a slot migration needs nothing more (whichever master
+// acknowledges a write of the key reports it). Under Sentinel it tracks the
+// master the sentinels name, probed with ROLE, and serves only while the
+// sentinels, asked every Lease/4, confirm it; at a switch the tier is
+// emptied and follows the new master. With Config.Client, a failover client
+// cannot be followed (the tier stays off: give Addrs and MasterName
+// instead). docs/near-cache.md has the argument.
 //
 // Entries are the stored bytes, decoded on every hit, so a caller never
 // shares a decoded value with another. Redis names invalidated keys without
@@ -172,19 +177,28 @@ type nearCache struct {
 	prefixes map[string]bool // nil: every prefix
 	store    *nearstore.Store
 
-	// on is true while tracking is established: only then are entries
-	// filled. epoch changes whenever on does and at every flush; a read
-	// fills its entry only if the epoch it started in is still current, so
-	// a value read while invalidations could have been missed never lands.
+	// on is true while tracking is established on every node the tier
+	// follows: only then are entries filled. epoch changes whenever on does
+	// and at every flush; a read fills its entry only if the epoch it
+	// started in is still current, so a value read while invalidations
+	// could have been missed never lands.
 	on     atomic.Bool
 	epoch  atomic.Uint64
 	tokens atomic.Uint64
-	// leaseEnd (mono.Now) is when the lease lapses: the newest answered
-	// PING's send time plus cfg.Lease; 0 while tracking is off. Hits are
-	// served only before it.
+	// leaseEnd (mono.Now) is when the lease lapses: the earliest of the
+	// nodes' leases (each the send time of its newest accepted probe plus
+	// cfg.Lease) and the topology's; 0 while tracking is off. Hits are
+	// served only before it. Written under mu (recompute).
 	leaseEnd atomic.Int64
 
-	conn     atomic.Pointer[tracking.Conn]
+	// mu guards the nodes the tier follows, their leases and the
+	// topology's (nearcache_topology.go).
+	mu      sync.Mutex
+	nodes   map[string]*nearNode // by address
+	topoEnd int64                // the topology's lease (Sentinel); math.MaxInt64 elsewhere
+	// follow starts a node's tracker; set by run before the first node.
+	follow func(nd *nearNode)
+
 	disabled atomic.Pointer[string]
 	lastErr  atomic.Pointer[string] // while retrying; nil once established
 	closed   atomic.Bool
@@ -192,7 +206,8 @@ type nearCache struct {
 	lapses   atomic.Int64
 
 	// trackAddr, when set (by tests, before Connect), is where the tracking
-	// connection dials instead of the pool's address: a stall proxy.
+	// connection dials instead of the pool's address: a stall proxy
+	// (Standalone).
 	trackAddr string
 }
 
@@ -279,34 +294,6 @@ func (n *nearCache) trackPrefixes(space keyspace.Space) []string {
 	return kept
 }
 
-// setOn and setOff move the epoch with the state (see nearCache.on): setOn
-// first, so a read that sees on already holds the new epoch; setOff after,
-// so a read that started before cannot fill. setOn's lease starts when
-// tracking was asked for: every write acknowledged before then is in Redis
-// already, and the tier is empty.
-func (n *nearCache) setOn(tracked int64) {
-	n.epoch.Add(1)
-	n.on.Store(true)
-	n.renew(tracked)
-}
-
-func (n *nearCache) setOff() {
-	n.leaseEnd.Store(0)
-	n.on.Store(false)
-	n.flush()
-}
-
-// renew extends the lease after the answer to a command sent at sent.
-func (n *nearCache) renew(sent int64) {
-	end := sent + int64(n.cfg.Lease)
-	for {
-		cur := n.leaseEnd.Load()
-		if end <= cur || n.leaseEnd.CompareAndSwap(cur, end) {
-			return
-		}
-	}
-}
-
 // serving reports whether hits may be served at now (mono.Now): tracking is
 // established and its lease is current.
 func (n *nearCache) serving(now int64) bool { return now < n.leaseEnd.Load() }
@@ -331,70 +318,6 @@ func (n *nearCache) invalidate(space keyspace.Space, keys []string) {
 	}
 }
 
-// run keeps a tracking connection open until ctx ends, serving the tier
-// while it is up.
-func (n *nearCache) run(ctx context.Context, c *Cache) {
-	defer n.closed.Store(true)
-	dial, user, pass, err := c.nearDialer()
-	if err != nil {
-		n.disable(c, err)
-		return
-	}
-	prefixes := n.trackPrefixes(c.space)
-	backoff := time.Duration(0)
-	lost := false
-	for ctx.Err() == nil {
-		t, err := tracking.Dial(ctx, dial, user, pass, prefixes, c.timeout)
-		if err != nil {
-			if errors.Is(err, tracking.ErrRefused) {
-				n.disable(c, err)
-				return
-			}
-			if ctx.Err() != nil {
-				return
-			}
-			n.setLastErr(err)
-			c.warn("cache: near-cache cannot open its tracking connection; retrying, the tier stays off meanwhile", "err", err)
-			backoff = nearBackoff(backoff)
-			// Jittered, so that the pods of a service do not all dial a
-			// restarted server at once.
-			select {
-			case <-ctx.Done():
-			case <-time.After(backoff/2 + rand.N(backoff/2+1)):
-			}
-			continue
-		}
-		backoff = 0
-		if lost {
-			c.log.Info("cache: near-cache tracking re-established; the tier serves again")
-		}
-		n.lastErr.Store(nil)
-		n.conn.Store(t)
-		n.setOn(t.Tracked)
-		serving := true
-		err = t.Serve(ctx, n.cfg.Lease/4, tracking.Handler{
-			Invalidate: func(keys []string) { n.invalidate(c.space, keys) },
-			Answered:   n.renew,
-			Tick: func() {
-				now := n.serving(mono.Now())
-				if serving && !now {
-					n.lapses.Add(1)
-					c.warn("cache: near-cache's tracking connection silent for longer than its lease; reads go to Redis until it answers", "lease", n.cfg.Lease)
-				}
-				serving = now
-			},
-		})
-		n.setOff()
-		n.conn.Store(nil)
-		if ctx.Err() != nil {
-			return
-		}
-		lost = true
-		n.setLastErr(err)
-		c.warn("cache: near-cache lost its tracking connection; the tier is flushed and off until it is back", "err", err)
-	}
-}
-
 // nearBackoff is the pause before the next dial of the tracking connection
 // after prev: doubling from 50ms up to 5s.
 func nearBackoff(prev time.Duration) time.Duration {
@@ -407,36 +330,6 @@ func (n *nearCache) setLastErr(err error) {
 		msg = err.Error()
 	}
 	n.lastErr.Store(&msg)
-}
-
-func (n *nearCache) disable(c *Cache, err error) {
-	msg := err.Error()
-	n.disabled.Store(&msg)
-	n.setOff()
-	// Once per Cache, so not through the rate-limited warn.
-	c.log.Warn("cache: near-cache disabled; reads go to Redis", "err", err)
-}
-
-// nearDialer returns how to dial the tracking connection, and its
-// credentials: like the pool's connections (address, TLS, keep-alive, dial
-// timeout).
-func (c *Cache) nearDialer() (dial func(context.Context) (net.Conn, error), username, password string, err error) {
-	if c.cfg.Mode != ModeStandalone {
-		return nil, "", "", fmt.Errorf("the near-cache needs Standalone mode, not %s", c.cfg.Mode)
-	}
-	opts, err := c.standaloneOptions()
-	if err != nil {
-		return nil, "", "", err
-	}
-	if c.near != nil && c.near.trackAddr != "" {
-		opts.Addr = c.near.trackAddr
-	}
-	return func(ctx context.Context) (net.Conn, error) {
-		if opts.Dialer != nil {
-			return opts.Dialer(ctx, opts.Network, opts.Addr)
-		}
-		return redis.NewDialer(opts)(ctx, opts.Network, opts.Addr)
-	}, opts.Username, opts.Password, nil
 }
 
 // PTTL's answers for a key without a TTL, and for a key that does not exist
@@ -461,14 +354,15 @@ func (c *Cache) nearEvict(key string) {
 // have been applied here. If that cannot be confirmed, the tier is flushed.
 // It waits at most the lease (and the socket timeout): a tracking
 // connection that does not answer within the lease is one the tier would
-// stop trusting anyway, and a flush keeps the promise at once.
+// stop trusting anyway, and a flush keeps the promise at once. On a cluster
+// every node's connection is asked, at once: the keys were on all of them.
 func (c *Cache) nearSync(ctx context.Context) {
 	n := c.near
 	if n == nil || !n.on.Load() {
 		return // off: emptied, and fills only start after it is back on
 	}
-	t := n.conn.Load()
-	if t == nil || !n.serving(mono.Now()) {
+	conns := n.conns()
+	if len(conns) == 0 || !n.serving(mono.Now()) {
 		n.flush()
 		return
 	}
@@ -476,7 +370,17 @@ func (c *Cache) nearSync(ctx context.Context) {
 	defer cancel()
 	bctx, cancelLease := context.WithTimeout(bctx, n.cfg.Lease)
 	defer cancelLease()
-	if err := t.Barrier(bctx); err != nil {
+	var failed atomic.Bool
+	var wg sync.WaitGroup
+	for _, t := range conns {
+		wg.Go(func() {
+			if err := t.Barrier(bctx); err != nil {
+				failed.Store(true)
+			}
+		})
+	}
+	wg.Wait()
+	if failed.Load() {
 		n.flush()
 	}
 }

@@ -13,10 +13,27 @@ func NearTrackerID(c *Cache) int64 {
 	if c.near == nil {
 		return 0
 	}
-	if t := c.near.conn.Load(); t != nil {
-		return t.ID
+	if ts := c.near.conns(); len(ts) > 0 {
+		return ts[0].ID
 	}
 	return 0
+}
+
+// NearTrackerIDs returns the CLIENT IDs of the near-cache's tracking
+// connections by node address (Cluster, Sentinel).
+func NearTrackerIDs(c *Cache) map[string]int64 {
+	out := map[string]int64{}
+	if c.near == nil {
+		return out
+	}
+	c.near.mu.Lock()
+	defer c.near.mu.Unlock()
+	for a, nd := range c.near.nodes {
+		if nd.conn != nil {
+			out[a] = nd.conn.ID
+		}
+	}
+	return out
 }
 
 // SetNearTrackerAddr makes the near-cache of a Cache not yet connected dial

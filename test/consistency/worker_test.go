@@ -108,10 +108,14 @@ var (
 // workerConfig is one cache process: what it connects to and what it does.
 // It travels to worker processes as JSON.
 type workerConfig struct {
-	Proc          int
-	Seed          uint64
-	Scenario      string
-	CacheURL      string // through this process's own stall proxy
+	Proc     int
+	Seed     uint64
+	Scenario string
+	CacheURL string // through this process's own stall proxy
+	// Mode and Addrs, when set, connect to a Redis Cluster instead of
+	// CacheURL (cluster_test.go).
+	Mode          string   `json:",omitempty"`
+	Addrs         []string `json:",omitempty"`
 	SourceAddr    string
 	KeyPrefix     string
 	Keys          []string
@@ -136,6 +140,9 @@ func (w *workerConfig) cacheConfig() cache.Config {
 		// The library autopipelines by default; the plain scenarios
 		// keep checking the way without.
 		DisableAutoPipeline: !w.AutoPipeline,
+	}
+	if w.Mode != "" {
+		cfg.URL, cfg.Mode, cfg.Addrs = "", w.Mode, w.Addrs
 	}
 	if w.Near {
 		cfg.NearCache = &cache.NearCacheConfig{Prefixes: w.NearPrefixes}

@@ -15,8 +15,11 @@ import (
 // Cluster is a real Redis Cluster of redis-server processes: masters only,
 // every slot assigned, for tests of cluster behaviour (slots, per-master SCAN).
 type Cluster struct {
-	// Nodes are the masters.
+	// Nodes are the masters as started (AddReplica's failovers may change
+	// which node is master of their slots).
 	Nodes []*Server
+	// Replicas are the nodes AddReplica added.
+	Replicas []*Server
 }
 
 // StartCluster starts n masters with cluster mode on and assigns the slots
@@ -28,24 +31,8 @@ func StartCluster(n int, args ...string) (*Cluster, error) {
 	}
 	c := &Cluster{}
 	for i := range n {
-		var s *Server
-		var err error
-		for range 10 { // the cluster bus needs port+10000 free as well
-			port, perr := FreePort()
-			if perr != nil {
-				return nil, perr
-			}
-			if port > 55535 || !portFree(port+10000) {
-				continue
-			}
-			s, err = startOn(port, append([]string{"--cluster-enabled", "yes",
-				"--cluster-config-file", fmt.Sprintf("nodes-%d.conf", port),
-				"--cluster-node-timeout", "2000"}, args...)...)
-			if err == nil {
-				break
-			}
-		}
-		if s == nil {
+		s, err := startClusterNode(args...)
+		if err != nil {
 			c.Close()
 			return nil, fmt.Errorf("start cluster node %d: %v", i, err)
 		}
@@ -103,9 +90,32 @@ func (c *Cluster) Client() *redis.ClusterClient {
 
 // Close stops every node and removes their directories.
 func (c *Cluster) Close() {
-	for _, s := range c.Nodes {
+	for _, s := range append(c.Nodes, c.Replicas...) {
 		s.Close()
 	}
+}
+
+// startClusterNode starts a server with cluster mode on, on a port whose
+// cluster bus port (port+10000) is free as well.
+func startClusterNode(args ...string) (*Server, error) {
+	var err error
+	for range 10 {
+		port, perr := FreePort()
+		if perr != nil {
+			return nil, perr
+		}
+		if port > 55535 || !portFree(port+10000) {
+			continue
+		}
+		var s *Server
+		s, err = startOn(port, append([]string{"--cluster-enabled", "yes",
+			"--cluster-config-file", fmt.Sprintf("nodes-%d.conf", port),
+			"--cluster-node-timeout", "2000"}, args...)...)
+		if err == nil {
+			return s, nil
+		}
+	}
+	return nil, err
 }
 
 // startOn starts a server in its own directory on a given port.

@@ -56,8 +56,9 @@ type Conn struct {
 // waiter is a command sent on the tracking connection whose reply is
 // still to come.
 type waiter struct {
-	sent int64      // mono.Now when it was written
-	ch   chan error // nil: nobody waits
+	sent  int64      // mono.Now when it was written
+	ch    chan error // nil: nobody waits
+	probe bool       // the periodic probe (Handler.Probe), not a Barrier
 }
 
 // Handler is what a tracking connection reports to its near-cache.
@@ -70,6 +71,42 @@ type Handler struct {
 	Answered func(sent int64)
 	// Tick runs at every PING interval.
 	Tick func()
+	// Probe is the command sent every interval; nil means PING.
+	Probe []string
+	// Accept, when set, judges the answer to each probe: only answers it
+	// accepts renew (Answered), and the answers to Barrier do not; an error
+	// ends the connection (Serve returns it). A probe is also sent as soon
+	// as Serve starts. A near-cache on a Cluster or under Sentinel sends
+	// CLUSTER NODES or ROLE and accepts only while the node is what it
+	// trusts it to be. Nil: every answer renews.
+	Accept func(Reply) error
+}
+
+// Reply is a probe's answer, flattened for Handler.Accept.
+type Reply struct {
+	// Text is a string reply's text (a verbatim string without its format).
+	Text string
+	// First is an array reply's first element, if a string.
+	First string
+	// Err is an error reply's message.
+	Err string
+}
+
+func flatten(v respValue) Reply {
+	switch v.kind {
+	case respError:
+		return Reply{Err: v.str}
+	case respArray, respSet, respPush:
+		if len(v.elems) > 0 {
+			return Reply{First: v.elems[0].str}
+		}
+		return Reply{}
+	case respVerbat:
+		if len(v.str) >= 4 && v.str[3] == ':' {
+			return Reply{Text: v.str[4:]}
+		}
+	}
+	return Reply{Text: v.str}
 }
 
 // ErrRefused marks a server that will never track keys for us: the
@@ -176,7 +213,16 @@ func (t *Conn) Serve(ctx context.Context, interval time.Duration, h Handler) err
 	defer stop()
 	done := make(chan struct{})
 	var pinger sync.WaitGroup
-	pinger.Go(func() { t.ping(done, interval, h.Tick) })
+	probe := h.Probe
+	if len(probe) == 0 {
+		probe = []string{"PING"}
+	}
+	if h.Accept != nil {
+		if err := t.send(nil, true, probe...); err != nil {
+			t.fail(err)
+		}
+	}
+	pinger.Go(func() { t.ping(done, interval, h.Tick, probe) })
 	err := t.readLoop(h)
 	close(done)
 	pinger.Wait()
@@ -202,7 +248,7 @@ func (t *Conn) Serve(ctx context.Context, interval time.Duration, h Handler) err
 
 // ping sends a PING every interval until done, and closes the connection
 // once its oldest unanswered command is older than the socket timeout.
-func (t *Conn) ping(done <-chan struct{}, interval time.Duration, tick func()) {
+func (t *Conn) ping(done <-chan struct{}, interval time.Duration, tick func(), probe []string) {
 	ticker := time.NewTicker(interval)
 	defer ticker.Stop()
 	for {
@@ -224,7 +270,7 @@ func (t *Conn) ping(done <-chan struct{}, interval time.Duration, tick func()) {
 			t.fail(fmt.Errorf("no answer to PING within %v", t.timeout))
 			return
 		}
-		if err := t.send(nil, "PING"); err != nil {
+		if err := t.send(nil, true, probe...); err != nil {
 			t.fail(err)
 			return
 		}
@@ -277,7 +323,15 @@ func (t *Conn) readLoop(h Handler) error {
 		}
 		// Any reply, even an error, comes after the pushes queued before
 		// the command was read.
-		h.Answered(w.sent)
+		switch {
+		case h.Accept == nil:
+			h.Answered(w.sent)
+		case w.probe:
+			if err := h.Accept(flatten(v)); err != nil {
+				return err
+			}
+			h.Answered(w.sent)
+		}
 		if w.ch != nil {
 			var rerr error
 			if v.kind == respError {
@@ -289,7 +343,7 @@ func (t *Conn) readLoop(h Handler) error {
 }
 
 // send writes a command whose reply goes to ch (nil: nobody waits).
-func (t *Conn) send(ch chan error, args ...string) error {
+func (t *Conn) send(ch chan error, probe bool, args ...string) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.err != nil {
@@ -303,7 +357,7 @@ func (t *Conn) send(ch chan error, args ...string) error {
 	if _, err := t.conn.Write(appendCommand(nil, args...)); err != nil {
 		return err
 	}
-	t.waiters = append(t.waiters, waiter{sent: sent, ch: ch})
+	t.waiters = append(t.waiters, waiter{sent: sent, ch: ch, probe: probe})
 	return nil
 }
 
@@ -311,7 +365,7 @@ func (t *Conn) send(ch chan error, args ...string) error {
 // was called has been applied (see the order argument above).
 func (t *Conn) Barrier(ctx context.Context) error {
 	w := make(chan error, 1)
-	if err := t.send(w, "PING"); err != nil {
+	if err := t.send(w, false, "PING"); err != nil {
 		return err
 	}
 	select {
