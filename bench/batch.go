@@ -164,7 +164,7 @@ func batchOps(ctx context.Context, s *server) (map[string]op, func(), error) {
 		}
 	}
 	ops := map[string]op{
-		"pkg/cache GetMany":               getMany(pkg),
+		"pkg/cache GetMany":                 getMany(pkg),
 		"pkg/cache GetMany no autopipeline": getMany(pkgAP), // the same keys
 		"pkg/cache 100 Gets": func(ctx context.Context) error {
 			m := make(map[string]user, len(keys))

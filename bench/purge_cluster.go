@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"runtime"
 	"strconv"
 	"strings"
@@ -77,13 +78,21 @@ func (b *clusterPurgeBench) mapSlots(ctx context.Context) error {
 			found++
 		}
 	}
-	ranges, err := b.cc.ClusterSlots(ctx).Result()
+	shards, err := b.cc.ClusterShards(ctx).Result()
 	if err != nil {
 		return err
 	}
 	byAddr := map[string]int{}
-	for _, r := range ranges {
-		addr := r.Nodes[0].Addr
+	for _, sh := range shards {
+		addr := ""
+		for _, n := range sh.Nodes {
+			if n.Role == "master" {
+				addr = net.JoinHostPort(n.IP, strconv.FormatInt(n.Port, 10))
+			}
+		}
+		if addr == "" || len(sh.Slots) == 0 {
+			continue
+		}
 		i, ok := byAddr[addr]
 		if !ok {
 			i = len(b.masters)
@@ -91,8 +100,10 @@ func (b *clusterPurgeBench) mapSlots(ctx context.Context) error {
 			b.masters = append(b.masters, redis.NewClient(&redis.Options{Addr: addr, ReadTimeout: 30 * time.Second}))
 			b.tags = append(b.tags, nil)
 		}
-		for s := r.Start; s <= r.End; s++ {
-			b.tags[i] = append(b.tags[i], tagOf[s])
+		for _, r := range sh.Slots {
+			for s := r.Start; s <= r.End; s++ {
+				b.tags[i] = append(b.tags[i], tagOf[s])
+			}
 		}
 	}
 	if len(b.masters) != clusterMasters {

@@ -158,8 +158,8 @@ func TestEachSharesOneLimiterAcrossMasters(t *testing.T) {
 	}
 	// No call asks for more than the burst: every master's pages are
 	// chunked by the shared limiter's burst.
-	if min := int64(9000 / 200); l.calls.Load() < min {
-		t.Errorf("%d WaitN calls, want at least %d", l.calls.Load(), min)
+	if least := int64(9000 / 200); l.calls.Load() < least {
+		t.Errorf("%d WaitN calls, want at least %d", l.calls.Load(), least)
 	}
 	if left := sum(perMaster(t, "cc2:p:*")); left != 0 {
 		t.Errorf("%d matching keys left", left)
@@ -311,5 +311,94 @@ func TestEachFailureOutranksStop(t *testing.T) {
 	_, err = purge.Each(context.Background(), cc, "cc6:p:*", nil, purge.Options{Count: 100}, func(purge.Position, int64) error { return stop })
 	if err != stop {
 		t.Fatalf("err = %v, want %v", err, stop)
+	}
+}
+
+// A slot migrating while the purge runs: the source's SCAN lists the keys not
+// yet moved, the target's those already moved, and the target answers UNLINKs
+// of them with MOVED (the slot is still the source's), multi-key UNLINKs of a
+// split slot with TRYAGAIN. Each is redone through the cluster client, which
+// follows the redirection: every matching key goes, and the purge succeeds.
+func TestAllDuringSlotMigration(t *testing.T) {
+	cc := cluster(t)
+	ctx := context.Background()
+	for _, keep := range []bool{false, true} {
+		t.Run(fmt.Sprintf("keep=%v", keep), func(t *testing.T) {
+			prefix := fmt.Sprintf("migrate%v", keep)
+			const n = 40
+			keys := make([]string, n)
+			for i := range keys {
+				keys[i] = fmt.Sprintf("%s:{slot}:%d", prefix, i) // one slot
+				if err := cc.Set(ctx, keys[i], "v", 0).Err(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			fillCluster(t, cc, "other"+prefix+":%d", 300) // not matched: stays
+			slot := purge.Slot(keys[0])
+			src, err := cc.MasterForKey(ctx, keys[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			var dst *redis.Client
+			for _, node := range clu.Nodes {
+				if node.Addr() != src.Options().Addr {
+					dst = node.Client()
+					t.Cleanup(func() { dst.Close() })
+					break
+				}
+			}
+			id := func(c *redis.Client) string {
+				v, err := c.Do(ctx, "CLUSTER", "MYID").Text()
+				if err != nil {
+					t.Fatal(err)
+				}
+				return v
+			}
+			srcID, dstID := id(src), id(dst)
+			do := func(c *redis.Client, args ...any) {
+				t.Helper()
+				if err := c.Do(ctx, args...).Err(); err != nil && !errors.Is(err, redis.Nil) {
+					t.Fatalf("%v: %v", args, err)
+				}
+			}
+			do(dst, "CLUSTER", "SETSLOT", slot, "IMPORTING", srcID)
+			do(src, "CLUSTER", "SETSLOT", slot, "MIGRATING", dstID)
+			t.Cleanup(func() {
+				// Back to where it was: the slot is empty by now on both.
+				_ = dst.Do(ctx, "CLUSTER", "SETSLOT", slot, "STABLE").Err()
+				_ = src.Do(ctx, "CLUSTER", "SETSLOT", slot, "STABLE").Err()
+			})
+			host, port := "127.0.0.1", dst.Options().Addr[len("127.0.0.1:"):]
+			args := []any{"MIGRATE", host, port, "", 0, 5000, "KEYS"}
+			for _, k := range keys[:n/2] {
+				args = append(args, k)
+			}
+			do(src, args...)
+
+			opt := purge.Options{Count: 7} // several pages, so both nodes unlink some
+			if keep {
+				gen := int64(0)
+				opt.Keep = &gen
+			}
+			deleted, err := purge.All(ctx, cc, prefix+":*", opt)
+			if err != nil {
+				t.Fatalf("purge during a migration: %v", err)
+			}
+			if deleted != n {
+				t.Errorf("deleted %d, want %d", deleted, n)
+			}
+			for _, c := range []*redis.Client{src, dst} {
+				if left, _, err := c.Scan(ctx, 0, prefix+":*", 1000).Result(); err != nil || len(left) != 0 {
+					t.Errorf("%s still holds %v (%v)", c.Options().Addr, left, err)
+				}
+			}
+			left := 0
+			for _, m := range perMaster(t, "other"+prefix+":*") {
+				left += m
+			}
+			if left != 300 {
+				t.Errorf("%d unmatched keys left, want 300", left)
+			}
+		})
 	}
 }

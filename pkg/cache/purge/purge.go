@@ -36,6 +36,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -93,6 +94,10 @@ type Options struct {
 	// missing land over them (its compare-and-set would find the key missing
 	// again). Tombstones expire on their own within seconds.
 	Keep *int64
+
+	// redirect is the cluster client Each purges through: it redoes the
+	// UNLINKs a master answers with MOVED or ASK (see checkUnlinks).
+	redirect redis.Cmdable
 }
 
 // Limiter paces deletes: WaitN blocks until n more keys may be deleted, and
@@ -185,7 +190,7 @@ func Node(ctx context.Context, c redis.Cmdable, pattern string, cursor uint64, o
 		if clock != nil && !done && !clock.off && !clock.have {
 			before = pipe.Info(ctx, "commandstats") // the first sample's baseline
 		}
-		unlinks := queueUnlinks(ctx, pipe, pending, opt)
+		unlinks, groups := queueUnlinks(ctx, pipe, pending, opt)
 		var scan *redis.ScanCmd
 		if !done {
 			scan = pipe.Scan(ctx, cursor, pattern, count)
@@ -196,11 +201,15 @@ func Node(ctx context.Context, c redis.Cmdable, pattern string, cursor uint64, o
 		start := time.Now()
 		if _, err := pipe.Exec(ctx); err != nil {
 			// A refused INFO (an ACL without it) only turns the server's
-			// clock off; any other failure fails the purge.
-			if before == nil && after == nil || !infoOnly(err, before, after) {
+			// clock off, and a redirected UNLINK is redone below; any other
+			// failure fails the purge.
+			redirected := opt.redirect != nil && isRedirect(err)
+			if !redirected && (before == nil && after == nil || !infoOnly(err, before, after)) {
 				return deleted, fmt.Errorf("purge %q: %w", pattern, err)
 			}
-			clock.off, before, after = true, nil, nil
+			if before != nil && before.Err() != nil || after != nil && after.Err() != nil {
+				clock.off, before, after = true, nil, nil
+			}
 		}
 		rtt := time.Since(start)
 		if scan != nil && scan.Err() != nil {
@@ -209,10 +218,8 @@ func Node(ctx context.Context, c redis.Cmdable, pattern string, cursor uint64, o
 		if scan != nil && adaptive {
 			count = clock.steer(count, rtt, budget, before, after, len(unlinks))
 		}
-		for _, u := range unlinks {
-			if u.Err() != nil {
-				return deleted, fmt.Errorf("purge %q: UNLINK: %w", pattern, u.Err())
-			}
+		if err := checkUnlinks(ctx, unlinks, groups, opt); err != nil {
+			return deleted, fmt.Errorf("purge %q: UNLINK: %w", pattern, err)
 		}
 		deleted += countDeleted(unlinks, pending, opt)
 		if scan == nil {
@@ -256,25 +263,71 @@ func report(p Progress, cursor uint64, deleted int64) error {
 	return p(cursor, deleted)
 }
 
-func queueUnlinks(ctx context.Context, pipe redis.Pipeliner, keys []string, opt Options) []redis.Cmder {
+func queueUnlinks(ctx context.Context, pipe redis.Pipeliner, keys []string, opt Options) ([]redis.Cmder, [][]string) {
 	if len(keys) == 0 {
-		return nil
+		return nil, nil
 	}
-	unlink := func(keys []string) redis.Cmder {
-		if opt.Keep != nil {
-			// EVAL, not EVALSHA: a NOSCRIPT inside a pipeline is not retried.
-			return pipe.Eval(ctx, keyspace.UnlinkStaleLua, keys, *opt.Keep)
+	groups := [][]string{keys}
+	if opt.Cluster {
+		groups = groups[:0]
+		for _, group := range BySlot(keys) {
+			groups = append(groups, group)
 		}
-		return pipe.Unlink(ctx, keys...)
 	}
-	if !opt.Cluster {
-		return []redis.Cmder{unlink(keys)}
+	cmds := make([]redis.Cmder, len(groups))
+	for i, group := range groups {
+		cmds[i] = unlinkCmd(ctx, pipe, group, opt)
 	}
-	var cmds []redis.Cmder
-	for _, group := range BySlot(keys) {
-		cmds = append(cmds, unlink(group))
+	return cmds, groups
+}
+
+// unlinkCmd deletes keys (of one slot on a cluster) on c: UNLINK, or the
+// script that keeps what opt.Keep protects.
+func unlinkCmd(ctx context.Context, c redis.Cmdable, keys []string, opt Options) redis.Cmder {
+	if opt.Keep != nil {
+		// EVAL, not EVALSHA: a NOSCRIPT inside a pipeline is not retried.
+		return c.Eval(ctx, keyspace.UnlinkStaleLua, keys, *opt.Keep)
 	}
-	return cmds
+	return c.Unlink(ctx, keys...)
+}
+
+// checkUnlinks returns the first failure among cmds, after redoing, key by
+// key through opt.redirect (the cluster client, which follows redirections),
+// each group a master answered with MOVED, ASK or TRYAGAIN: a slot migrating
+// while the purge runs holds some of the keys a master's SCAN listed on
+// another node by the time they are unlinked, and a multi-key command on a
+// slot split between two nodes is refused. A redone group's command in cmds
+// is replaced by one holding what the group's keys answered together.
+func checkUnlinks(ctx context.Context, cmds []redis.Cmder, groups [][]string, opt Options) error {
+	for i, u := range cmds {
+		err := u.Err()
+		if err == nil {
+			continue
+		}
+		if opt.redirect == nil || !isRedirect(err) {
+			return err
+		}
+		pipe := opt.redirect.Pipeline()
+		redone := make([]redis.Cmder, len(groups[i]))
+		for j, key := range groups[i] {
+			redone[j] = unlinkCmd(ctx, pipe, []string{key}, opt)
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return err
+		}
+		sum := redis.NewCmd(ctx)
+		sum.SetVal(countDeleted(redone, groups[i], opt))
+		cmds[i] = sum
+	}
+	return nil
+}
+
+// isRedirect reports whether err is a cluster node's MOVED, ASK or TRYAGAIN
+// answer: the key, or some of the keys, are served elsewhere for now.
+func isRedirect(err error) bool {
+	_, moved := redis.IsMovedError(err)
+	_, ask := redis.IsAskError(err)
+	return moved || ask || strings.HasPrefix(err.Error(), "TRYAGAIN")
 }
 
 // countDeleted is what a page's deletes deleted: every key of it for UNLINK
@@ -302,14 +355,12 @@ func unlinkLimited(ctx context.Context, c redis.Cmdable, keys []string, opt Opti
 			return deleted, err
 		}
 		pipe := c.Pipeline()
-		cmds := queueUnlinks(ctx, pipe, keys[:n], opt)
-		if _, err := pipe.Exec(ctx); err != nil {
+		cmds, groups := queueUnlinks(ctx, pipe, keys[:n], opt)
+		if _, err := pipe.Exec(ctx); err != nil && (opt.redirect == nil || !isRedirect(err)) {
 			return deleted, fmt.Errorf("UNLINK: %w", err)
 		}
-		for _, u := range cmds {
-			if u.Err() != nil {
-				return deleted, fmt.Errorf("UNLINK: %w", u.Err())
-			}
+		if err := checkUnlinks(ctx, cmds, groups, opt); err != nil {
+			return deleted, fmt.Errorf("UNLINK: %w", err)
 		}
 		deleted += countDeleted(cmds, keys[:n], opt)
 		keys = keys[n:]
@@ -424,7 +475,7 @@ func Each(ctx context.Context, c redis.UniversalClient, pattern string, start St
 	if !ok {
 		run(ctx, "", c, opt)
 	} else {
-		opt.Cluster = true
+		opt.Cluster, opt.redirect = true, cc
 		// ForEachMaster runs fn on every master in a goroutine of its own and
 		// waits for all; fn never fails, so no master stops another, and its
 		// only error is a failure to learn the masters.
