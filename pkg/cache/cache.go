@@ -167,8 +167,8 @@ type Config struct {
 	// MinEventsLease. Unused when PolicyRefresh is negative.
 	EventsLease time.Duration
 	// DisableAutoPipeline turns off autopipelining, which is on by
-	// default: while calls run concurrently, the commands of Get, Set, GetOrLoad
-	// and a GetMany of one MGET (keys of one slot, at most 1,000) go through go-redis's autopipeliner, so concurrent calls
+	// default: while calls run concurrently, the commands of Get, Set and
+	// GetOrLoad go through go-redis's autopipeliner, so concurrent calls
 	// share round trips instead of each taking a pooled connection (under
 	// many parallel callers, remote hits cost a fraction of a plain
 	// command); a call alone takes the plain path. Semantics stay: each

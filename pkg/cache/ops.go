@@ -175,7 +175,9 @@ func (c *Cache) TTL(ctx context.Context, key string) (time.Duration, error) {
 // prefix, first bumps the prefix's generation as InvalidatePrefix does, so
 // the invalidation is visible in every process before the SCAN starts, even
 // if the SCAN then fails; other patterns are only as visible as the SCAN has
-// got. (InvalidatePrefix skips the wait for the SCAN.) A pattern without
+// got. (InvalidatePrefix skips the wait for the SCAN.) On Redis Cluster a
+// key that a slot migration moves while the SCAN runs may escape it (see
+// package purge); whole-prefix patterns do not depend on the SCAN. A pattern without
 // glob characters names one key: it is deleted as Delete does, tombstone
 // included, so that it fences other processes' loads of the key too. With an empty
 // KeyPrefix a pattern such as "*" also matches the control keys of a

@@ -19,6 +19,7 @@ type procSpec struct {
 	Near          bool
 	NearPrefixes  []string
 	AutoPipeline  bool
+	LoadLease     time.Duration // Config.LoadLease; 0: off
 	SocketTimeout time.Duration // 0: the library's default
 	Goroutines    int
 	Mix           mix
@@ -37,6 +38,9 @@ func (p procSpec) String() string {
 	}
 	if p.AutoPipeline {
 		parts = append(parts, "autopipeline")
+	}
+	if p.LoadLease > 0 {
+		parts = append(parts, "loadlease")
 	}
 	if len(parts) == 0 {
 		parts = append(parts, "plain")
@@ -131,6 +135,19 @@ func shortScenarios() []scenario {
 	hotPlain.AutoPipeline = false
 	hot.AutoPipeline = true
 
+	// loadlease/processes: slow loads shared across processes through
+	// Config.LoadLease (the holder's store fenced by its token and the
+	// compare-and-set), racing other processes' invalidations, writes and
+	// a stall longer than the lease: a waiter served a value the holder
+	// read before an invalidation that returned before the waiter began
+	// would be stale. Processes without the lease load on their own.
+	lease := procSpec{Goroutines: 4, Mix: mix{Get: 10, GetOrLoad: 50, Set: 5, Delete: 15, Invalidate: 5, IOW: 15},
+		LoadDelayMax: 20 * time.Millisecond, SocketTimeout: time.Second, LoadLease: 100 * time.Millisecond, AutoPipeline: true}
+	leaseNear := lease
+	leaseNear.Near = true
+	noLease := lease
+	noLease.LoadLease = 0
+
 	return []scenario{
 		{
 			Name: "baseline/one-process", Keys: eightKeys, Ops: 800,
@@ -169,6 +186,12 @@ func shortScenarios() []scenario {
 			Procs:  []procSpec{hot, hot, hotPlain, hotPlain, inOS(hot)},
 			Faults: []faultSpec{{Kind: faultStall, AtOps: 1500, Dur: 300 * time.Millisecond, Proc: -1}},
 			Expect: "read coalescing (a read shares a GET sent before a write that returned before it began)",
+		},
+		{
+			Name: "loadlease/processes", Keys: []string{"a:1", "a:2", "b:1"}, Ops: 2000,
+			Procs:  []procSpec{lease, lease, leaseNear, noLease, inOS(lease)},
+			Faults: []faultSpec{{Kind: faultStall, AtOps: 1000, Dur: 400 * time.Millisecond, Proc: -1}},
+			Expect: "LoadLease (a waiter served a load that an invalidation it followed should have voided)",
 		},
 		{
 			Name: "defects/writeback-fence", Keys: eightKeys, Ops: 1500,
@@ -225,12 +248,15 @@ func TestConsistencySoak(t *testing.T) {
 	t.Logf("seed %d", s)
 	worker := procSpec{Goroutines: 2, Mix: fullMix, LoadDelayMax: 5 * time.Millisecond, SocketTimeout: time.Second, Think: 2 * time.Millisecond}
 	var ps []procSpec
-	for _, cfg := range []struct{ near, ap, os bool }{
-		{false, false, false}, {false, true, false}, {true, false, false}, {true, true, false},
-		{false, false, true}, {true, true, true},
+	for _, cfg := range []struct{ near, ap, os, lease bool }{
+		{false, false, false, false}, {false, true, false, true}, {true, false, false, false}, {true, true, false, true},
+		{false, false, true, false}, {true, true, true, true},
 	} {
 		p := worker
 		p.Near, p.AutoPipeline, p.OS = cfg.near, cfg.ap, cfg.os
+		if cfg.lease {
+			p.LoadLease = 100 * time.Millisecond
+		}
 		ps = append(ps, p)
 	}
 	var total result
@@ -359,7 +385,7 @@ func runScenario(t *testing.T, sc scenario, seed uint64) result {
 			Proc: i, Seed: seed, Scenario: sc.Name,
 			CacheURL: proxy.URL(), SourceAddr: db.Addr(),
 			KeyPrefix: "cons", Keys: sc.Keys,
-			Near: ps.Near, NearPrefixes: ps.NearPrefixes, AutoPipeline: ps.AutoPipeline,
+			Near: ps.Near, NearPrefixes: ps.NearPrefixes, AutoPipeline: ps.AutoPipeline, LoadLease: ps.LoadLease,
 			SocketTimeout: ps.SocketTimeout, Goroutines: ps.Goroutines, Mix: ps.Mix,
 			LoadDelayMax: ps.LoadDelayMax, Think: ps.Think, PinKeys: ps.PinKeys,
 		}

@@ -122,6 +122,7 @@ type workerConfig struct {
 	Near          bool
 	NearPrefixes  []string
 	AutoPipeline  bool
+	LoadLease     time.Duration
 	SocketTimeout time.Duration
 	Goroutines    int
 	Mix           mix
@@ -140,6 +141,7 @@ func (w *workerConfig) cacheConfig() cache.Config {
 		// The library autopipelines by default; the plain scenarios
 		// keep checking the way without.
 		DisableAutoPipeline: !w.AutoPipeline,
+		LoadLease:           w.LoadLease,
 	}
 	if w.Mode != "" {
 		cfg.URL, cfg.Mode, cfg.Addrs = "", w.Mode, w.Addrs

@@ -27,6 +27,15 @@
 // command run since the statistics were reset), a few percent of a page at
 // the budget (BenchmarkInfoCost).
 //
+// On Redis Cluster every master is purged at once (Each), from its own cursor.
+// A slot migrating meanwhile moves keys between two masters' keyspaces: the
+// UNLINKs a node answers with MOVED, ASK or TRYAGAIN are redone through the
+// cluster client, which follows the redirection. A key moved from a part of
+// the source's table its SCAN had yet to reach into a part of the target's it
+// had already passed is seen by neither, as SCAN's guarantee is per node; a
+// whole-prefix invalidation does not depend on it (the generation bump hides
+// such a key), a narrower pattern can leave it until its TTL.
+//
 // The package is public only because the operator shares it with pkg/cache and,
 // living in another module, cannot import the library module's internal
 // packages. Applications should use Cache.Invalidate instead.

@@ -11,11 +11,11 @@ import (
 	"github.com/cacheplane/cacheplane/pkg/cache/redistest"
 )
 
-// With AutoPipeline, concurrent GetManys share the autopipeliner: each still
-// gets exactly its own values and stats count per key.
-func TestGetManyAutoPipelined(t *testing.T) {
+// Concurrent GetManys beside the autopipelined Gets of the default
+// configuration: each gets exactly its own values and stats count per key.
+func TestGetManyConcurrent(t *testing.T) {
 	ctx := context.Background()
-	c := newCache(t, cache.Config{AutoPipeline: true})
+	c := newCache(t, cache.Config{}) // autopipelined: the default
 	const callers, keys, rounds = 32, 40, 20
 	items := map[string]any{}
 	for g := range callers {
@@ -54,10 +54,9 @@ func TestGetManyAutoPipelined(t *testing.T) {
 	}
 }
 
-// A stalled server: autopipelined GetManys give up within their context and
-// report the error (their late replies are never read: -race checks it);
-// once the server answers again they read normally.
-func TestGetManyAutoPipelinedStalled(t *testing.T) {
+// A stalled server: GetManys give up within their context and report the
+// error; once the server answers again they read normally.
+func TestGetManyStalled(t *testing.T) {
 	t.Parallel()
 	own, err := redistest.Start()
 	if err != nil {
@@ -65,7 +64,7 @@ func TestGetManyAutoPipelinedStalled(t *testing.T) {
 	}
 	t.Cleanup(own.Close)
 	proxy := startStallProxy(t, own.Addr())
-	c := newCache(t, cache.Config{URL: proxy.URL(), SocketTimeout: 500 * time.Millisecond, AutoPipeline: true})
+	c := newCache(t, cache.Config{URL: proxy.URL(), SocketTimeout: 500 * time.Millisecond})
 	ctx := context.Background()
 	if err := c.SetMany(ctx, map[string]any{"s:1": 1, "s:2": 2}, time.Minute); err != nil {
 		t.Fatal(err)
