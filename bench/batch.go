@@ -23,7 +23,7 @@ import (
 
 const batchKeys = 100
 
-var batchNames = []string{"pkg/cache GetMany", "pkg/cache GetMany no autopipeline", "pkg/cache 100 Gets", "rueidis DoMulti", "rueidis MGet", "go-redis MGET"}
+var batchNames = []string{"pkg/cache GetMany", "pkg/cache 100 Gets", "rueidis DoMulti", "rueidis MGet", "go-redis MGET"}
 
 // batchResult is what the batch section measured.
 type batchResult struct {
@@ -103,11 +103,6 @@ func batchOps(ctx context.Context, s *server) (map[string]op, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	pkgAP, err := connect(ctx, cache.Config{URL: s.url(), KeyPrefix: "batch", DisableAutoPipeline: true})
-	if err != nil {
-		pkg.Close()
-		return nil, nil, err
-	}
 	raw := redis.NewClient(&redis.Options{
 		Addr: s.addr(), PoolSize: cache.DefaultMaxConnections,
 		DialTimeout: cache.DefaultSocketTimeout, ReadTimeout: cache.DefaultSocketTimeout,
@@ -116,11 +111,10 @@ func batchOps(ctx context.Context, s *server) (map[string]op, func(), error) {
 	rue, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{s.addr()}})
 	if err != nil {
 		pkg.Close()
-		pkgAP.Close()
 		raw.Close()
 		return nil, nil, fmt.Errorf("rueidis: %w", err)
 	}
-	closeAll := func() { pkg.Close(); pkgAP.Close(); raw.Close(); rue.Close() }
+	closeAll := func() { pkg.Close(); raw.Close(); rue.Close() }
 
 	keys := make([]string, batchKeys)    // pkg/cache's keys
 	rawKeys := make([]string, batchKeys) // the others', under their own prefix
@@ -164,8 +158,7 @@ func batchOps(ctx context.Context, s *server) (map[string]op, func(), error) {
 		}
 	}
 	ops := map[string]op{
-		"pkg/cache GetMany":                 getMany(pkg),
-		"pkg/cache GetMany no autopipeline": getMany(pkgAP), // the same keys
+		"pkg/cache GetMany": getMany(pkg),
 		"pkg/cache 100 Gets": func(ctx context.Context) error {
 			m := make(map[string]user, len(keys))
 			for _, k := range keys {
@@ -292,11 +285,8 @@ func (b *batchResult) rows() []row {
 	var rows []row
 	for _, n := range callerCounts {
 		m := b.times[n]
-		for _, ours := range []string{"pkg/cache GetMany", "pkg/cache GetMany no autopipeline"} {
+		for _, ours := range []string{"pkg/cache GetMany"} {
 			subject := "GetMany of 100 keys"
-			if ours != "pkg/cache GetMany" {
-				subject += " (autopipelining off)"
-			}
 			o := m[ours].nsPerOp
 			for _, p := range []struct{ name, label, target string }{
 				{"rueidis DoMulti", "rueidis DoMulti of 100 GETs", "≤ 1.10x"},
