@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"strconv"
@@ -606,5 +607,49 @@ func TestLoadLeaseConfig(t *testing.T) {
 	}
 	if _, err := cache.New(cache.Config{LoadLease: time.Second}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// "Hits never touch the lease": with LoadLease on, a GetOrLoad hit sends its
+// GET and nothing else; only the miss took (and released) a lease.
+func TestLoadLeaseHitTouchesNoLease(t *testing.T) {
+	ctx := context.Background()
+	client := srv.Client()
+	t.Cleanup(func() { client.Close() })
+	h := &cmdCounter{}
+	client.AddHook(h)
+	c, err := cache.New(cache.Config{Client: client, KeyPrefix: testPrefix(t), LoadLease: time.Second, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	load := func(context.Context) (string, error) { return "v", nil }
+	if v, err := cache.GetOrLoad(ctx, c, "hot:1", time.Minute, load); err != nil || v != "v" {
+		t.Fatalf("miss: %q, %v", v, err)
+	}
+	scripts := func() int { return h.count("evalsha") + h.count("eval") }
+	before, gets := scripts(), h.count("get")
+	if before == 0 {
+		t.Fatal("the miss ran no script: did it take a lease?")
+	}
+	for range 20 {
+		if v, err := cache.GetOrLoad(ctx, c, "hot:1", time.Minute, func(context.Context) (string, error) {
+			t.Error("a hit loaded")
+			return "", nil
+		}); err != nil || v != "v" {
+			t.Fatalf("hit: %q, %v", v, err)
+		}
+	}
+	if n := scripts() - before; n != 0 {
+		t.Errorf("20 hits ran %d scripts, want none", n)
+	}
+	if n := h.count("get") - gets; n != 20 {
+		t.Errorf("20 hits sent %d GETs, want 20", n)
+	}
+	if n := h.count("set"); n != 0 {
+		t.Errorf("%d SETs: a hit or the lease used SET outside a script", n)
 	}
 }
