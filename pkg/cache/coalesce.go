@@ -2,8 +2,10 @@ package cache
 
 import (
 	"context"
+	"fmt"
 	"hash/maphash"
 	"runtime"
+	"runtime/debug"
 	"sync"
 )
 
@@ -96,6 +98,9 @@ func (c *Cache) sharedGet(ctx context.Context, cl *universal, key string) ([]byt
 	sh.mu.Unlock()
 	select {
 	case <-r.done:
+		if p, ok := r.err.(*roundPanic); ok {
+			panic(p) // as it would have reached a caller that sent its own GET
+		}
 		return r.b, r.err
 	case <-ctx.Done():
 	}
@@ -151,14 +156,38 @@ func (c *Cache) sendRounds(sh *readShard, key string) {
 		}
 		sh.m[key] = nil // r is in flight: later callers gather behind it
 		sh.mu.Unlock()
-		if cl := c.client.Load(); cl == nil {
-			r.err = c.unavailable()
-		} else {
-			octx, cancel := c.opCtx(r.ctx)
-			r.b, r.err = c.redisGet(octx, cl, key)
-			cancel()
+		c.sendRound(r, key)
+	}
+}
+
+// sendRound sends r's GET and publishes its reply. A panic while sending (a
+// hook of Config.Client, say) is handed to r's callers, each of which
+// panics with it on its own goroutine, as it would have without
+// coalescing: on this goroutine it would crash the process.
+func (c *Cache) sendRound(r *readRound, key string) {
+	defer func() {
+		if p := recover(); p != nil {
+			r.b, r.err = nil, &roundPanic{value: p, stack: debug.Stack()}
 		}
 		r.cancel()
 		close(r.done)
+	}()
+	cl := c.client.Load()
+	if cl == nil {
+		r.err = c.unavailable()
+		return
 	}
+	octx, cancel := c.opCtx(r.ctx)
+	defer cancel()
+	r.b, r.err = c.redisGet(octx, cl, key)
+}
+
+// roundPanic is a panic recovered while a shared GET was sent (sendRound).
+type roundPanic struct {
+	value any
+	stack []byte
+}
+
+func (p *roundPanic) Error() string {
+	return fmt.Sprintf("cache: shared GET panicked: %v\n%s", p.value, p.stack)
 }
