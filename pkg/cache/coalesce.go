@@ -49,7 +49,7 @@ type readShard struct {
 	// m holds every key with a GET in flight, and the round gathering the
 	// callers that arrived since it was sent (nil: none yet).
 	m map[string]*readRound
-	_ [40]byte // a cache line each
+	_ [48]byte // with mu and m, a 64-byte cache line each
 }
 
 // readRound is one shared GET: the callers waiting for it, then its reply.
