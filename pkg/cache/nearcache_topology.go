@@ -464,8 +464,15 @@ func parseClusterNodes(text string) (map[string]string, string, error) {
 		if slices.Contains(flags, "myself") {
 			self = role
 		}
-		host, port, err := net.SplitHostPort(addr)
-		if err != nil || host == "" || port == "0" || role == "" ||
+		// An IPv6 address comes without brackets ("::1:7000"): the port
+		// is what follows the last colon.
+		i := strings.LastIndexByte(addr, ':')
+		if i < 0 {
+			continue
+		}
+		host, port := strings.Trim(addr[:i], "[]"), addr[i+1:]
+		addr = net.JoinHostPort(host, port)
+		if host == "" || port == "" || port == "0" || role == "" ||
 			slices.Contains(flags, "noaddr") || slices.Contains(flags, "handshake") {
 			continue
 		}
