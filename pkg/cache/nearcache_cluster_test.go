@@ -421,3 +421,31 @@ func TestNearCacheClusterIPv6(t *testing.T) {
 		waitValue(t, b, k, "v1", "v0")
 	}
 }
+
+// TestNearCacheClusterProbeRefused: an ACL user that may track keys but not
+// run CLUSTER NODES (the probe that renews every node's lease) could never
+// be served from memory: the tier turns itself off for good, as for a
+// refused CLIENT TRACKING, instead of redialing forever.
+func TestNearCacheClusterProbeRefused(t *testing.T) {
+	cl, err := redistest.StartCluster(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	kp := testPrefix(t)
+	u := redistest.CacheUser("near-noprobe", "pw", kp)
+	u.Rules = append(u.Rules, "+hello", "+client|tracking", "-cluster|nodes")
+	if err := cl.SetUser(u); err != nil {
+		t.Fatal(err)
+	}
+	c := connectTopology(t, cache.Config{Mode: cache.ModeCluster, Addrs: cl.Addrs(), KeyPrefix: kp,
+		Username: u.Name, Password: u.Password, NearCache: &cache.NearCacheConfig{Lease: nearTestLease}})
+	waitFor(t, 10*time.Second, "the tier to disable itself", func() bool { return c.NearCacheStats().Disabled != "" })
+	if st := c.NearCacheStats(); st.State != cache.NearCacheDisabled || !strings.Contains(st.Disabled, "NOPERM") {
+		t.Errorf("stats %+v; want disabled with the server's NOPERM", st)
+	}
+	mustSet(t, c, "user:1", "v")
+	if got := getString(t, c, "user:1"); got != "v" {
+		t.Fatalf("Get = %q", got)
+	}
+}
