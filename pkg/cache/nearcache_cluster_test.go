@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -387,4 +388,64 @@ func migrateSlot(t *testing.T, rc *redis.ClusterClient, src, dst *redis.Client, 
 		return m.Do(ctx, "CLUSTER", "SETSLOT", slot, "NODE", dstID).Err()
 	}))
 	t.Logf("moved slot %d (%d keys) from %s to %s", slot, moved, src.Options().Addr, dst.Options().Addr)
+}
+
+// TestNearCacheClusterIPv6 runs the near-cache on a cluster whose nodes
+// announce IPv6 addresses: CLUSTER NODES then names them without brackets
+// ("::1:7000@17000"), and the tier must still follow every node.
+func TestNearCacheClusterIPv6(t *testing.T) {
+	cl, err := redistest.StartCluster(3, "--bind", "127.0.0.1 ::1", "--cluster-announce-ip", "::1")
+	if err != nil {
+		t.Skipf("no IPv6 cluster here: %v", err)
+	}
+	defer cl.Close()
+	rc := cl.Client()
+	defer rc.Close()
+	ctx := context.Background()
+	waitFor(t, 20*time.Second, "the nodes to announce ::1", func() bool {
+		text, err := cl.Nodes[0].Client().ClusterNodes(ctx).Result()
+		return err == nil && strings.Count(text, " ::1:") >= 3
+	})
+	cfg := cache.Config{Mode: cache.ModeCluster, Addrs: cl.Addrs(), KeyPrefix: testPrefix(t),
+		NearCache: &cache.NearCacheConfig{Lease: nearTestLease}}
+	a, b := connectTopology(t, cfg), connectTopology(t, cfg)
+	waitNearOn(t, b)
+	if ids := cache.NearTrackerIDs(b); len(ids) != len(cl.Nodes) {
+		t.Fatalf("tracking connections to %v, want one to each of the %d nodes", ids, len(cl.Nodes))
+	}
+	for _, k := range spreadKeys(10) {
+		mustSet(t, a, k, "v0")
+		barrier(t, b)
+		cacheLocally(t, b, k, "v0")
+		mustSet(t, a, k, "v1")
+		waitValue(t, b, k, "v1", "v0")
+	}
+}
+
+// TestNearCacheClusterProbeRefused: an ACL user that may track keys but not
+// run CLUSTER NODES (the probe that renews every node's lease) could never
+// be served from memory: the tier turns itself off for good, as for a
+// refused CLIENT TRACKING, instead of redialing forever.
+func TestNearCacheClusterProbeRefused(t *testing.T) {
+	cl, err := redistest.StartCluster(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	kp := testPrefix(t)
+	u := redistest.CacheUser("near-noprobe", "pw", kp)
+	u.Rules = append(u.Rules, "+hello", "+client|tracking", "-cluster|nodes")
+	if err := cl.SetUser(u); err != nil {
+		t.Fatal(err)
+	}
+	c := connectTopology(t, cache.Config{Mode: cache.ModeCluster, Addrs: cl.Addrs(), KeyPrefix: kp,
+		Username: u.Name, Password: u.Password, NearCache: &cache.NearCacheConfig{Lease: nearTestLease}})
+	waitFor(t, 10*time.Second, "the tier to disable itself", func() bool { return c.NearCacheStats().Disabled != "" })
+	if st := c.NearCacheStats(); st.State != cache.NearCacheDisabled || !strings.Contains(st.Disabled, "NOPERM") {
+		t.Errorf("stats %+v; want disabled with the server's NOPERM", st)
+	}
+	mustSet(t, c, "user:1", "v")
+	if got := getString(t, c, "user:1"); got != "v" {
+		t.Fatalf("Get = %q", got)
+	}
 }

@@ -155,6 +155,13 @@ func (n *nearCache) track(ctx context.Context, c *Cache, nd *nearNode, f *nearFo
 		if ctx.Err() != nil {
 			return
 		}
+		if errors.Is(err, tracking.ErrRefused) {
+			// The probe is forbidden (an ACL without CLUSTER NODES or
+			// ROLE): it never renews, so the tier could never serve.
+			n.disable(c, named(err))
+			stopAll()
+			return
+		}
 		lost = true
 		n.setLastErr(named(err))
 		c.warn("cache: near-cache lost a tracking connection; the tier is flushed and off until it is back", "node", nd.addr, "err", err)
@@ -360,7 +367,7 @@ func (c *Cache) nearCluster(n *nearCache) (*nearFollower, error) {
 	f := &nearFollower{dial: dial, user: user, pass: pass, probe: []string{"CLUSTER", "NODES"}, multi: true}
 	f.accept = func(nd *nearNode, r tracking.Reply) error {
 		if r.Err != "" {
-			return fmt.Errorf("CLUSTER NODES: %s", r.Err)
+			return probeError("CLUSTER NODES", r.Err)
 		}
 		view, self, err := parseClusterNodes(r.Text)
 		if err != nil {
@@ -397,7 +404,7 @@ func (c *Cache) nearCluster(n *nearCache) (*nearFollower, error) {
 			n.mu.Lock()
 			seeded := anyView(n.nodes)
 			n.mu.Unlock()
-			if seeded || time.Since(lastSeed) < time.Second {
+			if seeded || n.disabled.Load() != nil || time.Since(lastSeed) < time.Second {
 				return
 			}
 			cl := c.client.Load()
@@ -408,6 +415,10 @@ func (c *Cache) nearCluster(n *nearCache) (*nearFollower, error) {
 			sctx, cancel := c.opCtx(ctx)
 			text, err := cl.ClusterNodes(sctx).Result()
 			cancel()
+			if rerr, ok := err.(redis.Error); ok && tracking.PermanentReply(rerr.Error()) {
+				n.disable(c, probeError("CLUSTER NODES", rerr.Error()))
+				return
+			}
 			if err != nil {
 				c.warn("cache: near-cache cannot list the cluster's nodes; the tier stays off", "err", err)
 				return
@@ -425,6 +436,16 @@ func (c *Cache) nearCluster(n *nearCache) (*nearFollower, error) {
 		})
 	}
 	return f, nil
+}
+
+// probeError is a probe's error reply: one that says the server will never
+// answer it for this client (see tracking.PermanentReply) wraps
+// tracking.ErrRefused, and turns the tier off for good.
+func probeError(cmd, msg string) error {
+	if tracking.PermanentReply(msg) {
+		return fmt.Errorf("%w: %s: %s", tracking.ErrRefused, cmd, msg)
+	}
+	return fmt.Errorf("%s: %s", cmd, msg)
 }
 
 func anyView(nodes map[string]*nearNode) bool {
@@ -464,8 +485,15 @@ func parseClusterNodes(text string) (map[string]string, string, error) {
 		if slices.Contains(flags, "myself") {
 			self = role
 		}
-		host, port, err := net.SplitHostPort(addr)
-		if err != nil || host == "" || port == "0" || role == "" ||
+		// An IPv6 address comes without brackets ("::1:7000"): the port
+		// is what follows the last colon.
+		i := strings.LastIndexByte(addr, ':')
+		if i < 0 {
+			continue
+		}
+		host, port := strings.Trim(addr[:i], "[]"), addr[i+1:]
+		addr = net.JoinHostPort(host, port)
+		if host == "" || port == "" || port == "0" || role == "" ||
 			slices.Contains(flags, "noaddr") || slices.Contains(flags, "handshake") {
 			continue
 		}
@@ -515,6 +543,9 @@ func (c *Cache) nearSentinel(n *nearCache) (*nearFollower, error) {
 	}
 	f := &nearFollower{dial: dial, user: user, pass: pass, probe: []string{"ROLE"}, topoLease: true, multi: true}
 	f.accept = func(nd *nearNode, r tracking.Reply) error {
+		if r.Err != "" {
+			return probeError("ROLE", r.Err)
+		}
 		if r.First != "master" {
 			return fmt.Errorf("ROLE: the node is not a master (%q %s)", r.First, r.Err)
 		}

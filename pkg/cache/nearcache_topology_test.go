@@ -18,7 +18,10 @@ func TestParseClusterNodes(t *testing.T) {
 		"o1 127.0.0.1:7006@17006 master,fail - 0 0 4 disconnected\n" +
 		"n1 :0@0 master,noaddr - 0 0 0 disconnected\n" +
 		"h1 127.0.0.1:7007@17007 handshake - 0 0 0 connected\n" +
-		"p1 127.0.0.1:7008@17008 slave,fail? a1 0 0 1 connected\n"
+		"p1 127.0.0.1:7008@17008 slave,fail? a1 0 0 1 connected\n" +
+		// IPv6, printed without brackets.
+		"i1 ::1:7009@17009 slave a1 0 0 1 connected\n" +
+		"i2 fd00::2:7010@17010,host10 slave a2 0 0 2 connected\n"
 	view, self, err := parseClusterNodes(text)
 	if err != nil {
 		t.Fatal(err)
@@ -29,6 +32,8 @@ func TestParseClusterNodes(t *testing.T) {
 		"127.0.0.1:7003": "master", // failed, but nobody else has its slots
 		"127.0.0.1:7004": "slave",
 		"127.0.0.1:7008": "slave", // only suspected
+		"[::1]:7009":     "slave",
+		"[fd00::2]:7010": "slave",
 	}
 	if self != "master" || !maps.Equal(view, want) {
 		t.Errorf("parseClusterNodes = %v, %q; want %v, master", view, self, want)
