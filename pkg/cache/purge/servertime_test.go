@@ -67,7 +67,10 @@ func TestNodeCountFollowsServerTime(t *testing.T) {
 	fixed := pages(t, c, "t8:none:*", purge.Options{Count: purge.DefaultCount})
 	grown := pages(t, c, "t8:none:*", opt)
 	t.Logf("pages over 60k keys, client round trip slowed by %v: fixed COUNT: %d, adaptive: %d", time.Duration(delay), fixed, grown)
-	if grown*3 > fixed {
+	// COUNT grows by half on each sample of the server's time, every
+	// sampleEvery pages: 22 pages where fixed COUNT takes 60 (a round trip
+	// steering would shrink it instead, as below).
+	if grown*2 > fixed {
 		t.Errorf("adaptive COUNT took %d pages with a fast server behind a slow round trip, fixed %d", grown, fixed)
 	}
 
