@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -17,10 +18,12 @@ import (
 	"github.com/cacheplane/cacheplane/pkg/cache/redistest"
 )
 
-// cmdCounter counts the commands a client sends, by name.
+// cmdCounter counts the commands a client sends, by name, and (with mark
+// set) those with an argument containing mark, as count("").
 type cmdCounter struct {
-	mu sync.Mutex
-	n  map[string]int
+	mark string
+	mu   sync.Mutex
+	n    map[string]int
 }
 
 func (h *cmdCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
@@ -33,6 +36,15 @@ func (h *cmdCounter) add(cmds ...redis.Cmder) {
 	}
 	for _, c := range cmds {
 		h.n[c.Name()]++
+		if h.mark == "" {
+			continue
+		}
+		for _, a := range c.Args() {
+			if s, ok := a.(string); ok && strings.Contains(s, h.mark) {
+				h.n[""]++
+				break
+			}
+		}
 	}
 }
 

@@ -116,12 +116,7 @@ func TestLoadLeaseChild(t *testing.T) {
 	if err := r.raw.Incr(ctx, kp+":ready").Err(); err != nil {
 		t.Fatal(err)
 	}
-	for r.raw.Exists(ctx, kp+":go").Val() == 0 {
-		if ctx.Err() != nil {
-			t.Fatal("no start signal")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitFor(t, time.Minute, "the start signal", func() bool { return r.raw.Exists(ctx, kp+":go").Val() == 1 })
 	n := 16
 	if role == "hang" {
 		n = 1
@@ -618,8 +613,9 @@ func TestLoadLeaseHitTouchesNoLease(t *testing.T) {
 	ctx := context.Background()
 	client := srv.Client()
 	t.Cleanup(func() { client.Close() })
-	h := &leaseCmdCounter{}
+	h := &cmdCounter{mark: ":lease:"}
 	client.AddHook(h)
+	snapshot := func() (lease, gets int) { return h.count(""), h.count("get") }
 	c, err := cache.New(cache.Config{Client: client, KeyPrefix: testPrefix(t), LoadLease: time.Second, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
@@ -635,7 +631,7 @@ func TestLoadLeaseHitTouchesNoLease(t *testing.T) {
 	if v, err := cache.GetOrLoad(ctx, c, "hot:1", time.Minute, load); err != nil || v != "v" {
 		t.Fatalf("miss: %q, %v", v, err)
 	}
-	before, gets := h.snapshot()
+	before, gets := snapshot()
 	if before == 0 {
 		t.Fatal("the miss sent no command naming a lease key: did it take a lease?")
 	}
@@ -647,55 +643,11 @@ func TestLoadLeaseHitTouchesNoLease(t *testing.T) {
 			t.Fatalf("hit: %q, %v", v, err)
 		}
 	}
-	after, gets2 := h.snapshot()
+	after, gets2 := snapshot()
 	if n := after - before; n != 0 {
 		t.Errorf("20 hits sent %d commands naming a lease key, want none", n)
 	}
 	if n := gets2 - gets; n != 20 {
 		t.Errorf("20 hits sent %d GETs, want 20", n)
-	}
-}
-
-// leaseCmdCounter counts the commands that name a lease key, and the GETs.
-type leaseCmdCounter struct {
-	mu          sync.Mutex
-	lease, gets int
-}
-
-func (h *leaseCmdCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
-
-func (h *leaseCmdCounter) add(cmds ...redis.Cmder) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for _, c := range cmds {
-		if c.Name() == "get" {
-			h.gets++
-		}
-		for _, a := range c.Args() {
-			if s, ok := a.(string); ok && strings.Contains(s, ":lease:") {
-				h.lease++
-				break
-			}
-		}
-	}
-}
-
-func (h *leaseCmdCounter) snapshot() (lease, gets int) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.lease, h.gets
-}
-
-func (h *leaseCmdCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		h.add(cmd)
-		return next(ctx, cmd)
-	}
-}
-
-func (h *leaseCmdCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		h.add(cmds...)
-		return next(ctx, cmds)
 	}
 }

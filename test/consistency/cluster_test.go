@@ -72,26 +72,12 @@ func TestConsistencyCluster(t *testing.T) {
 		}
 	}()
 	for i, ps := range specs {
-		cfg := workerConfig{
-			Proc: i, Seed: seed, Scenario: name,
-			Mode: cache.ModeCluster, Addrs: cl.Addrs(), SourceAddr: db.Addr(),
-			KeyPrefix: "cons", Keys: eightKeys,
-			Near: ps.Near, SocketTimeout: ps.SocketTimeout, Goroutines: ps.Goroutines, Mix: ps.Mix,
-			LoadDelayMax: ps.LoadDelayMax, Think: ps.Think, PinKeys: ps.PinKeys,
-		}
+		cfg := ps.worker(i, seed, name, db.Addr(), eightKeys)
+		cfg.Mode, cfg.Addrs = cache.ModeCluster, cl.Addrs()
 		if ps.Near {
 			bounds[i] = *nearBound
 		}
-		var p process
-		if ps.OS {
-			p, err = newOSProcess(ctx, cfg, rec)
-		} else {
-			p, err = newInProcess(ctx, cfg, rec)
-		}
-		if err != nil {
-			t.Fatalf("process %d (%s): %v", i, ps, err)
-		}
-		running = append(running, p)
+		running = append(running, ps.start(ctx, t, cfg, rec))
 	}
 	rc := cl.Client()
 	defer rc.Close()
@@ -119,7 +105,7 @@ func TestConsistencyCluster(t *testing.T) {
 	fault(faultClusterFailover, func() error { return clusterFailover(ctx, replica) })
 	waitOps(rec.ops.Load() + 2000)
 	fault(faultMigrateSlot, func() error {
-		return migrateSlotOf(ctx, rc, keyspace.New("cons").DataKey(eightKeys[0]))
+		return migrateSlotOf(ctx, rc, keyspace.New("cons").DataKey(eightKeys[0]), func() { waitOps(rec.ops.Load() + 50) })
 	})
 	// Long enough after the faults for an entry that missed an
 	// invalidation to outlive the bound.
@@ -182,8 +168,8 @@ func clusterFailover(ctx context.Context, replica *redistest.Server) error {
 }
 
 // migrateSlotOf moves the slot of key, with its keys, from its master to
-// another one.
-func migrateSlotOf(ctx context.Context, rc *redis.ClusterClient, key string) error {
+// another one, calling between after each batch of keys moved.
+func migrateSlotOf(ctx context.Context, rc *redis.ClusterClient, key string, between func()) error {
 	slot, err := rc.ClusterKeySlot(ctx, key).Result()
 	if err != nil {
 		return err
@@ -238,8 +224,7 @@ func migrateSlotOf(ctx context.Context, rc *redis.ClusterClient, key string) err
 		if err := src.Do(ctx, args...).Err(); err != nil && err != redis.Nil {
 			return fmt.Errorf("MIGRATE: %w", err)
 		}
-		// Traffic meets the slot half moved.
-		time.Sleep(20 * time.Millisecond)
+		between() // traffic meets the slot half moved
 	}
 	for _, c := range []*redis.Client{dst, src} {
 		if err := c.Do(ctx, "CLUSTER", "SETSLOT", slot, "NODE", dstID).Err(); err != nil {

@@ -82,6 +82,35 @@ func procs(n int, p procSpec, withOS bool) []procSpec {
 	return out
 }
 
+// worker is the configuration of process i of a scenario run as p says,
+// reading the source at sourceAddr; the caller says how it reaches Redis
+// (CacheURL, or Mode and Addrs).
+func (p procSpec) worker(i int, seed uint64, scenario, sourceAddr string, keys []string) workerConfig {
+	return workerConfig{
+		Proc: i, Seed: seed, Scenario: scenario, SourceAddr: sourceAddr,
+		KeyPrefix: "cons", Keys: keys,
+		Near: p.Near, NearPrefixes: p.NearPrefixes, AutoPipeline: p.AutoPipeline, LoadLease: p.LoadLease,
+		SocketTimeout: p.SocketTimeout, Goroutines: p.Goroutines, Mix: p.Mix,
+		LoadDelayMax: p.LoadDelayMax, Think: p.Think, PinKeys: p.PinKeys,
+	}
+}
+
+// start starts the process of cfg, in this binary or, if p.OS, re-executed.
+func (p procSpec) start(ctx context.Context, t *testing.T, cfg workerConfig, rec *recorder) process {
+	t.Helper()
+	var proc process
+	var err error
+	if p.OS {
+		proc, err = newOSProcess(ctx, cfg, rec)
+	} else {
+		proc, err = newInProcess(ctx, cfg, rec)
+	}
+	if err != nil {
+		t.Fatalf("process %d (%s): %v", cfg.Proc, p, err)
+	}
+	return proc
+}
+
 func shortScenarios() []scenario {
 	worker := procSpec{Goroutines: 2, Mix: fullMix, LoadDelayMax: 5 * time.Millisecond, SocketTimeout: time.Second}
 	plain := worker
@@ -381,27 +410,12 @@ func runScenario(t *testing.T, sc scenario, seed uint64) result {
 		}
 		t.Cleanup(proxy.Close)
 		proxies = append(proxies, proxy)
-		cfg := workerConfig{
-			Proc: i, Seed: seed, Scenario: sc.Name,
-			CacheURL: proxy.URL(), SourceAddr: db.Addr(),
-			KeyPrefix: "cons", Keys: sc.Keys,
-			Near: ps.Near, NearPrefixes: ps.NearPrefixes, AutoPipeline: ps.AutoPipeline, LoadLease: ps.LoadLease,
-			SocketTimeout: ps.SocketTimeout, Goroutines: ps.Goroutines, Mix: ps.Mix,
-			LoadDelayMax: ps.LoadDelayMax, Think: ps.Think, PinKeys: ps.PinKeys,
-		}
+		cfg := ps.worker(i, seed, sc.Name, db.Addr(), sc.Keys)
+		cfg.CacheURL = proxy.URL()
 		if ps.Near {
 			bounds[i] = *nearBound
 		}
-		var p process
-		if ps.OS {
-			p, err = newOSProcess(ctx, cfg, rec)
-		} else {
-			p, err = newInProcess(ctx, cfg, rec)
-		}
-		if err != nil {
-			t.Fatalf("process %d (%s): %v", i, ps, err)
-		}
-		running = append(running, p)
+		running = append(running, ps.start(ctx, t, cfg, rec))
 	}
 
 	inj := newInjector(srv, proxies, rec, rand.New(rand.NewPCG(seed, streamID(sc.Name, -1, 0))))

@@ -109,7 +109,20 @@ func TestEnsureGenerationsKeepsTheBase(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(2 * time.Millisecond) // the base must not follow the clock
+	// The base must not follow the clock: ensure again once the server's
+	// clock has moved past it.
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		now, err := c.Time(ctx).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if now.UnixMicro() > bumped["p"] {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the server's clock stayed at or below %d", bumped["p"])
+		}
+	}
 	g2, err := keyspace.ParseGenerations(s.EnsureGenerations(ctx, c))
 	if err != nil || g2.Base != g1.Base || g2.Of("p") != bumped["p"] || g2.Of("q") != g1.Base {
 		t.Fatalf("second ensure: %+v (%v), first %+v, bumped %v", g2, err, g1, bumped)
