@@ -133,7 +133,12 @@ func (c *Cache) serveCached(w http.ResponseWriter, r *http.Request, next http.Ha
 		c.observe(ctx, key, &obs)
 	}
 	if !noCache && !noStore {
-		payload, found, err := c.getEntry(ctx, st, key, &obs)
+		var payload []byte
+		var found bool
+		err := c.generationsKnown(ctx, st, "get", key)
+		if err == nil {
+			payload, found, err = c.getEntry(ctx, st, key, &obs)
+		}
 		if found {
 			if resp, ok := decodeResponse(payload); ok {
 				st.hits.Add(1)

@@ -65,12 +65,10 @@ func (c *Cache) get(ctx context.Context, st *prefixState, key string, dst any, o
 }
 
 // getEntry returns key's payload. It counts misses and errors; the caller
-// counts the hit once the payload has proven usable. obs (may be nil)
-// records what was read, as in get.
+// counts the hit once the payload has proven usable, and has made sure the
+// generations are known (generationsKnown). obs (may be nil) records what
+// was read, as in get.
 func (c *Cache) getEntry(ctx context.Context, st *prefixState, key string, obs *observation) (payload []byte, found bool, err error) {
-	if err := c.generationsKnown(ctx, st, "get", key); err != nil {
-		return nil, false, err
-	}
 	cl := c.client.Load()
 	if cl == nil {
 		st.errors.Add(1)
